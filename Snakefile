@@ -1,0 +1,28 @@
+# edgeptq: post-training quantization of Keras models, Keras -> ONNX -> FP32/FP16/INT8 engines,
+# with the compression and compressed-model benchmarks of the study. See README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/export.smk"
+include: "rules/engine.smk"
+include: "rules/benchmark.smk"
+include: "rules/evaluate.smk"
+include: "rules/summarize.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,82 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_scripts.config import settings_hash, validate_config
+from workflow_scripts.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load(name):
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+def test_defaults_fill_every_section():
+    config = validate_config({"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"]})
+    assert config["calibration"]["method"] == "entropy"
+    assert config["benchmark"]["warmup"] == 5 and config["benchmark"]["iterations"] == 30
+    assert config["verify_checksums"] is True and config["backend"] == "auto"
+
+
+def test_schema_documents_every_key():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+    def walk(properties, prefix=""):
+        for key, spec in properties.items():
+            assert "description" in spec, f"{prefix}{key} lacks a description"
+            assert "default" in spec, f"{prefix}{key} lacks a default"
+            walk(spec.get("properties", {}), f"{prefix}{key}.")
+
+    walk(schema["properties"])
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("models", ["ResNet50"], "ResNet50"),
+    ("datasets", ["imagenet"], "imagenet"),
+    ("precisions", ["int4"], "int4"),
+    ("backend", "openvino", "openvino"),
+    ("input_size", 16, "16"),
+])
+def test_invalid_values_are_named(key, value, needle):
+    config = {"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"], key: value}
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert needle in str(info.value)
+
+
+def test_missing_batch_size_for_dataset_names_the_key():
+    config = {"models": ["MobileNetV3Small"], "datasets": ["cifar100"], "precisions": ["fp32"],
+              "train": {"batch_size": {"digits": 32}}}
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        validate_config(config)
+
+
+def test_shipped_configs_are_valid_and_study_is_the_full_matrix():
+    study = validate_config(load("config.yaml"))
+    assert len(study["models"]) == 6 and set(study["datasets"]) == {"cifar100", "oxford_flowers102"}
+    assert study["precisions"] == ["fp32", "fp16", "int8"] and study["input_size"] == 224
+    assert study["weights"] == "imagenet"
+    assert study["train"]["batch_size"] == {"cifar100": 32, "oxford_flowers102": 4}
+    validate_config(load("quickstart.yaml"))
+
+
+def test_quickstart_overrides_everything_the_study_sets():
+    """--configfile merges onto config.yaml, so the quickstart must not inherit study settings."""
+    from snakemake.utils import update_config
+
+    merged = load("config.yaml")
+    update_config(merged, load("quickstart.yaml"))
+    assert validate_config(merged) == validate_config(load("quickstart.yaml"))
+
+
+def test_settings_hash_ignores_the_matrix_but_not_settings():
+    base = validate_config(load("quickstart.yaml"))
+    narrowed = copy.deepcopy(base)
+    narrowed["models"] = ["MobileNetV3Small"]
+    changed = copy.deepcopy(base)
+    changed["calibration"]["method"] = "minmax"
+    assert settings_hash(base) == settings_hash(narrowed)
+    assert settings_hash(base) != settings_hash(changed)

@@ -1,0 +1,55 @@
+import time
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.latency import measure, summarize_latency
+from workflow_scripts.monitor import ResourceMonitor, summarize_resources
+
+
+def test_latency_statistics_match_numpy():
+    rng = np.random.default_rng(0)
+    samples = rng.gamma(5, 0.002, size=200)
+    ms = samples * 1e3
+    stats = summarize_latency(samples, batch_size=4)
+    assert stats["iterations"] == 200
+    assert np.isclose(stats["latency_mean_ms"], ms.mean())
+    assert np.isclose(stats["latency_median_ms"], np.median(ms))
+    assert np.isclose(stats["latency_p90_ms"], np.percentile(ms, 90))
+    assert np.isclose(stats["latency_p99_ms"], np.percentile(ms, 99))
+    assert np.isclose(stats["latency_std_ms"], ms.std(ddof=1))
+    assert np.isclose(stats["latency_cv"], ms.std(ddof=1) / ms.mean())
+    assert np.isclose(stats["latency_per_image_median_ms"], np.median(ms) / 4)
+    assert np.isclose(stats["throughput_images_per_s"], 4 * 200 / samples.sum())
+
+
+def test_measure_honours_warmup_count_and_duration():
+    calls = []
+    samples = measure(lambda b: calls.append(b), batch=1, warmup=5, iterations=30, min_duration_s=0)
+    assert len(samples) == 30 and len(calls) == 35
+    started = time.perf_counter()
+    samples = measure(lambda b: time.sleep(0.001), batch=1, warmup=0, iterations=3, min_duration_s=0.2)
+    assert len(samples) > 3 and time.perf_counter() - started >= 0.2
+
+
+def test_monitor_samples_cpu_and_memory_at_its_interval():
+    with ResourceMonitor(interval_s=0.05) as monitor:
+        monitor.stage = "busy"
+        end = time.perf_counter() + 0.6
+        block = np.ones((1500, 1500))
+        while time.perf_counter() < end:
+            block @ block
+    frame = monitor.frame()
+    assert len(frame) >= 8
+    gaps = np.diff(frame["elapsed_s"].to_numpy())
+    assert np.median(gaps) < 0.2
+    assert frame["rss_mb"].min() > 10
+    assert frame.loc[frame["stage"] == "busy", "cpu_percent"].max() > 20
+    summary = summarize_resources(frame)
+    assert summary["cpu_percent_peak"] >= summary["cpu_percent_mean"] > 0
+    assert 0 < summary["system_memory_percent_mean"] <= 100
+
+
+def test_summarize_resources_ignores_labels():
+    frame = pd.DataFrame({"elapsed_s": [0, 1, 2], "timestamp": [0, 1, 2], "stage": ["a"] * 3, "rss_mb": [1.0, 2.0, 4.0]})
+    assert summarize_resources(frame) == {"rss_mb_mean": 3.0, "rss_mb_peak": 4.0}

@@ -1,0 +1,100 @@
+"""Prepare a dataset: deterministic stratified splits, resized uint8 images stored for streaming.
+
+Each split is written as ``{split}_images.npy`` (uint8, N x S x S x 3, values 0..255) through a
+memory map, one image at a time, so preparation never holds a split in memory; readers map
+the file and stream batches (``workflow_scripts.data_io``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .artifacts import atomic_path, write_text
+from .sources import DatasetSource, SplitSource, load_source
+
+log = logging.getLogger(__name__)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (rest, held_out) with ``fraction`` of every class held out, deterministically."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(labels))
+    rest, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels)
+    return np.sort(rest), np.sort(held)
+
+
+def plan_splits(source: DatasetSource, val_fraction: float, test_fraction: float, seed: int) -> dict[str, tuple[SplitSource, np.ndarray]]:
+    """Map train/val/test to (source split, indices into it), carving missing splits deterministically."""
+    splits = source.splits
+    if "all" in splits:
+        everything = splits["all"]
+        rest, test = stratified_split(everything.labels, test_fraction, seed)
+        inner_train, inner_val = stratified_split(everything.labels[rest], val_fraction / (1 - test_fraction), seed)
+        return {"train": (everything, rest[inner_train]), "val": (everything, rest[inner_val]), "test": (everything, test)}
+    plan = {"test": (splits["test"], np.arange(len(splits["test"])))}
+    if "val" in splits:
+        plan["train"] = (splits["train"], np.arange(len(splits["train"])))
+        plan["val"] = (splits["val"], np.arange(len(splits["val"])))
+    else:
+        train, val = stratified_split(splits["train"].labels, val_fraction, seed)
+        plan["train"] = (splits["train"], train)
+        plan["val"] = (splits["val"] if "val" in splits else splits["train"], val)
+    return plan
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a uint8 HxWx3 (or HxW) image to size x size x 3 with bilinear filtering."""
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[:2] == (size, size):
+        return image.astype(np.uint8, copy=False)
+    return np.asarray(Image.fromarray(image.astype(np.uint8)).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def write_split(split: SplitSource, indices: np.ndarray, size: int, images_path: Path, labels_path: Path, name: str) -> None:
+    """Resize and store the chosen images of one split through a memory map (bounded memory)."""
+    total = len(indices)
+    started = time.monotonic()
+    with atomic_path(images_path) as tmp:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, size, size, 3))
+        for n, index in enumerate(indices):
+            images[n] = resize_image(split.load_image(int(index)), size)
+            if (n + 1) % 2000 == 0 or n + 1 == total:
+                log.info("%s: %d/%d images (%.0f s)", name, n + 1, total, time.monotonic() - started)
+        images.flush()
+        del images
+    with atomic_path(labels_path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, split.labels[indices].astype(np.int64))
+
+
+def prepare_dataset(dataset: str, size: int, out_dir: str | Path, resources_dir: str | Path, verify_checksums: bool,
+                    val_fraction: float, test_fraction: float, seed: int) -> dict:
+    """Read ``dataset`` from its source, split, resize to ``size`` and store under ``out_dir``; return meta."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = load_source(dataset, Path(resources_dir), verify_checksums, Path(resources_dir) / "extracted")
+    plan = plan_splits(source, val_fraction, test_fraction, seed)
+    counts = {}
+    for name in ("train", "val", "test"):
+        split, indices = plan[name]
+        write_split(split, indices, size, out / f"{name}_images.npy", out / f"{name}_labels.npy", f"{dataset}/{name}")
+        counts[name] = int(len(indices))
+    meta = {
+        "dataset": dataset,
+        "input_size": size,
+        "num_classes": source.num_classes,
+        "class_names": source.class_names,
+        "counts": counts,
+        "seed": seed,
+        "layout": "NHWC uint8 0..255",
+    }
+    write_text(json.dumps(meta, indent=2), out / "meta.json")
+    return meta

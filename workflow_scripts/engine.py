@@ -1,0 +1,69 @@
+"""The engine build stage (second PTQ stage): one precision of one model, timed and monitored."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from .artifacts import write_parquet, write_text
+from .backends import get_backend
+from .compression import timed_stage
+from .data_io import calibration_indices, iter_batches, open_split
+from .monitor import make_monitor, summarize_resources
+from .provenance import with_provenance
+
+log = logging.getLogger(__name__)
+
+
+def calibration_source(data_dir: str | Path, num_images: int, batch_size: int, seed: int):
+    """A zero-argument callable yielding the calibration batches: a seeded sample of the train split."""
+    _, labels = open_split(data_dir, "train")
+    chosen = calibration_indices(len(labels), num_images, seed)
+
+    def batches():
+        for images, _ in iter_batches(data_dir, "train", batch_size, indices=chosen):
+            yield images
+
+    return batches
+
+
+def build_engine_benchmark(backend: str, onnx_path: str | Path, engine_path: str | Path, precision: str,
+                           data_dir: str | Path, calibration: dict, backend_options: dict,
+                           build_table: str | Path, resources_table: str | Path,
+                           calibration_json: str | Path | None, calibration_cache: str | Path | None,
+                           warmup: int, repeats: int, monitor_interval_s: float, seed: int,
+                           provenance: dict) -> pd.DataFrame:
+    """Build ``precision`` warmup+repeats times (calibration included for int8), keep the last engine."""
+    module = get_backend(backend)
+    batches = None
+    if precision == "int8":
+        batches = calibration_source(data_dir, calibration["num_images"], calibration["batch_size"], seed)
+    options = {**calibration, **backend_options}
+    calibration_dir = Path(engine_path).parent if precision == "int8" else None
+
+    def produce(tmp: Path) -> dict:
+        return module.build_engine(onnx_path, tmp, precision, batches, options, calibration_dir)
+
+    monitor = make_monitor(monitor_interval_s)
+    with monitor:
+        runs, facts = timed_stage("engine_build", produce, engine_path, warmup, repeats, monitor)
+    samples = monitor.frame()
+    if precision == "int8":
+        # The ranges of the kept engine's calibration, as JSON and in TensorRT's text form.
+        write_text(facts.get("calibration_json", json.dumps({})), calibration_json)
+        write_text(facts.get("calibration_cache", ""), calibration_cache)
+    runs["precision"] = precision
+    runs["engine_mb"] = Path(engine_path).stat().st_size / 1e6
+    runs["onnx_mb"] = Path(onnx_path).stat().st_size / 1e6
+    runs["calibration_method"] = calibration["method"] if precision == "int8" else ""
+    runs["calibration_images"] = calibration["num_images"] if precision == "int8" else 0
+    for key, value in summarize_resources(samples).items():
+        runs[key] = value
+    runs = with_provenance(runs, provenance)
+    write_parquet(runs, build_table)
+    samples["precision"] = precision
+    write_parquet(with_provenance(samples, provenance), resources_table)
+    return runs

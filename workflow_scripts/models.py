@@ -1,0 +1,91 @@
+"""Keras models of the study: an application backbone, its preprocessing inside, a new head.
+
+Every model takes float32 NHWC images in 0..255, so exported ONNX files and engines all take
+the batches of ``workflow_scripts.data_io`` unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import MODELS
+from .errors import ConfigError, ModelLoadError
+
+# DenseNet's Keras preprocessing ('torch' mode): 0..1, then ImageNet mean and std per channel.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def backbone_kwargs(name: str, input_size: int, weights: str | None) -> dict:
+    """Constructor arguments for a Keras application without its top."""
+    kwargs = dict(include_top=False, weights=weights, input_shape=(input_size, input_size, 3), pooling="avg")
+    if name.startswith("MobileNetV3"):
+        kwargs["include_preprocessing"] = True  # Rescaling to [-1, 1] inside the model
+    return kwargs
+
+
+def resolve_weights(weights: str) -> str | None:
+    """Map config key 'weights' to Keras' argument; a path must exist."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    if not Path(weights).is_file():
+        raise ConfigError(f"config key 'weights' is {weights!r}, which is neither imagenet, none, nor an existing file")
+    return str(weights)
+
+
+def build_model(name: str, num_classes: int, input_size: int, weights: str, batchnorm_momentum: float, dropout: float = 0.2):
+    """Backbone with preprocessing, global pooling and a softmax head of ``num_classes``."""
+    import keras
+
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r} in config key 'models'; choose from {', '.join(MODELS)}")
+    constructor = getattr(keras.applications, name)
+    try:
+        backbone = constructor(**backbone_kwargs(name, input_size, resolve_weights(weights)))
+    except ConfigError:
+        raise
+    except Exception as exc:  # Keras raises several types when the weight download fails
+        if weights == "imagenet":
+            raise ModelLoadError(
+                f"could not load ImageNet weights for {name} ({type(exc).__name__}: {exc}). Offline, use "
+                "--config weights=none (train from scratch) or weights=<path to a .weights.h5 file>"
+            ) from exc
+        raise
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # Keras' default 0.99-0.999 leaves moving statistics unconverged after a few epochs,
+            # so inference-mode accuracy collapses although training accuracy looks fine.
+            layer.momentum = batchnorm_momentum
+    inputs = keras.Input((input_size, input_size, 3), name="images")
+    x = inputs
+    if name.startswith("DenseNet"):
+        x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(x)
+        x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_norm")(x)
+    x = backbone(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs, name=f"{name}_classifier")
+
+
+def load_keras_model(path: str | Path):
+    """Load a .keras file in safe mode; errors name the file and the fix."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"Keras model {path} does not exist; run the train_model rule (snakemake {path})")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise ModelLoadError(
+                f"{path} holds a Lambda layer or other arbitrary code, which safe mode refuses because loading "
+                "it would execute code from the file. Rebuild the model without Lambda layers."
+            ) from exc
+        raise ModelLoadError(f"{path} is not a loadable Keras model ({exc}); delete it and rerun its train_model rule") from exc
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); delete it and rerun its train_model rule"
+        ) from exc

@@ -1,0 +1,36 @@
+"""Thin Snakemake entry points: open the job's log, call one function with plain arguments."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Callable
+
+# Quiet TensorFlow's C++ start-up chatter before anything imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def setup_logging(log_path: str | None) -> logging.Logger:
+    """Log to the job's log file and to stderr (so progress shows in the terminal)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    return logging.getLogger("edgeptq")
+
+
+def run(snakemake, job: Callable[[], object]) -> None:
+    """Run ``job`` with logging set up; a known error is logged as one clear line and exits 1."""
+    from ..errors import EdgePTQError
+
+    log = setup_logging(snakemake.log[0] if snakemake.log else None)
+    try:
+        job()
+    except (EdgePTQError, PermissionError) as exc:
+        log.error("%s", exc)
+        sys.exit(1)

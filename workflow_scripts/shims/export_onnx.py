@@ -1,0 +1,20 @@
+from workflow_scripts.export import export_onnx
+from workflow_scripts.provenance import provenance
+from workflow_scripts.shims import run
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+export, compression = sm.params.export, sm.params.compression
+run(sm, lambda: export_onnx(
+    keras_path=sm.input.model,
+    onnx_path=sm.output.onnx,
+    timings_path=sm.output.timings,
+    resources_path=sm.output.resources,
+    data_dir=sm.params.data_dir,
+    opset=export["opset"],
+    tolerance=export["parity_tolerance"],
+    parity_images=export["parity_images"],
+    warmup=compression["warmup"],
+    repeats=compression["repeats"],
+    monitor_interval_s=sm.params.interval_s,
+    provenance={**provenance(**sm.params.provenance), "dataset": sm.wildcards.dataset, "model": sm.wildcards.model},
+))

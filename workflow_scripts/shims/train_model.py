@@ -1,0 +1,18 @@
+from workflow_scripts.shims import run
+from workflow_scripts.train import train_model
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+train = sm.params.train
+run(sm, lambda: train_model(
+    data_dir=sm.params.data_dir,
+    model_name=sm.wildcards.model,
+    model_path=sm.output.model,
+    history_path=sm.output.history,
+    epochs=train["epochs"],
+    batch_size=train["batch_size"][sm.wildcards.dataset],
+    learning_rate=train["learning_rate"],
+    batchnorm_momentum=train["batchnorm_momentum"],
+    weights=sm.params.weights,
+    threads=sm.threads,
+    seed=sm.params.seed,
+))
