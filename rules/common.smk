@@ -71,6 +71,8 @@ def backend_options(w):
     return {
         **config["tensorrt"],
         "device": w.device,
+        # Timing caches are per device and TensorRT version: they live under the device.
+        "timing_cache": f"{RESULTS}/{w.device}/tensorrt/timing.cache",
         "batch_size": config["benchmark"]["batch_size"],
         "input_shape": [int(w.size), int(w.size), 3],
     }

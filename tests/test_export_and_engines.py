@@ -60,9 +60,9 @@ def test_int8_engine_holds_qdq_nodes_and_calibration_table(engines):
     ops = ort_backend.count_ops(out / "int8.onnx")
     assert ops.get("QuantizeLinear", 0) > 10 and ops.get("DequantizeLinear", 0) > 10
     assert "QuantizeLinear" not in ort_backend.count_ops(out / "fp32.onnx")
-    ranges = json.loads(facts["int8"]["calibration_json"])
+    ranges = json.loads(facts["int8"]["calibration_json_text"])
     assert len(ranges) > 10
-    lines = facts["int8"]["calibration_cache"].strip().splitlines()
+    lines = facts["int8"]["calibration_cache_text"].strip().splitlines()
     assert len(lines) == len(ranges) and all(len(line.split()) == 2 for line in lines)
     assert facts["int8"]["calibration_images"] == 64
 

@@ -83,7 +83,7 @@ def train_model(data_dir: str | Path, model_name: str, model_path: str | Path, h
     fit = model.fit(
         make_sequence(data_dir, "train", batch_size, True, seed),
         validation_data=make_sequence(data_dir, "val", batch_size, False, seed),
-        epochs=epochs, verbose=2, callbacks=[KeepBest()],
+        epochs=epochs, verbose=0, callbacks=[KeepBest()],
     )
     model.set_weights(best["weights"])
     history = pd.DataFrame(fit.history)

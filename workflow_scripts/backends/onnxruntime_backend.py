@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -161,8 +158,8 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
             table_dir = tmp / "table"
             table_dir.mkdir()
             write_calibration_table(dict(ranges.data), dir=str(table_dir))
-            facts["calibration_json"] = (table_dir / "calibration.json").read_text()
-            facts["calibration_cache"] = (table_dir / "calibration.cache").read_text()
+            facts["calibration_json_text"] = (table_dir / "calibration.json").read_text()
+            facts["calibration_cache_text"] = (table_dir / "calibration.cache").read_text()
     return facts
 
 
@@ -171,8 +168,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
                  options: dict | None = None, calibration_dir: str | Path | None = None) -> dict:
     """Build the ``precision`` engine of ``onnx_path`` into ``engine_path``; return build facts.
 
-    For int8 the returned dict also holds the calibration table texts (``calibration_json``,
-    the per-tensor ranges; ``calibration_cache``, the TensorRT-readable form) for the caller to store.
+    For int8 the returned dict also holds the calibration table texts (``calibration_json_text``,
+    the per-tensor ranges; ``calibration_cache_text``, the TensorRT-readable form) for the caller to store.
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     options = options or {}

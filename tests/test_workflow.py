@@ -1,0 +1,166 @@
+"""Integration tests: the real snakemake CLI on a tiny config in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_scripts.device import detect_device_tag
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "Snakefile"
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "models": ["MobileNetV3Small"],
+    "datasets": ["digits"],
+    "precisions": ["fp32", "fp16", "int8"],
+    "backend": "onnxruntime",
+    "weights": "none",
+    "input_size": 32,
+    "train": {"epochs": 1, "batch_size": {"digits": 32, "cifar100": 32, "oxford_flowers102": 4}},
+    "compression": {"warmup": 0, "repeats": 1},
+    "calibration": {"num_images": 32, "batch_size": 16},
+    "benchmark": {"warmup": 2, "iterations": 5, "min_duration_s": 0.0},
+}
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None, env: dict | None = None,
+              check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow's CLI in ``workdir`` with its config file; return the finished process."""
+    config_file = workdir / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config or TINY))
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
+               "--configfile", str(config_file), "--cores", "2", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry run."""
+    counts, inside = {}, False
+    for line in output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            inside = True
+            continue
+        if inside:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                if parts[0] == "total":
+                    break
+                counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_dry_run_plans_the_full_study_without_tensorflow(tmp_path):
+    # A tensorflow package that fails on import: the DAG must be built without importing it.
+    poison = tmp_path / "poison" / "tensorflow"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('tensorflow imported while planning')\n")
+    study = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    study["backend"] = "onnxruntime"
+    started = time.monotonic()
+    result = snakemake(tmp_path, "-n", config=study,
+                       env={"PYTHONPATH": f"{poison.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    elapsed = time.monotonic() - started
+    counts = job_counts(result.stdout + result.stderr)
+    cells = 6 * 2
+    assert counts["train_model"] == cells and counts["export_onnx"] == cells
+    assert counts["build_engine"] == 2 * cells and counts["build_int8_engine"] == cells
+    assert counts["benchmark_latency"] == 3 * cells and counts["evaluate_engine"] == 3 * cells
+    assert elapsed < 30, f"dry run took {elapsed:.1f} s"
+
+
+def test_narrowing_the_matrix_from_the_command_line(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "models=[DenseNet201]", "precisions=[int8]")
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["build_int8_engine"] == 1 and "build_engine" not in counts and counts["train_model"] == 1
+
+
+def test_tensorrt_backend_on_a_cpu_machine_is_a_clear_error(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "backend=tensorrt", check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "backend" in text and "tensorrt" in text and "backend=onnxruntime" in text
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One complete tiny run of the whole DAG."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    started = time.monotonic()
+    snakemake(workdir)
+    return workdir, time.monotonic() - started
+
+
+def test_end_to_end_run_produces_tables_and_figures(finished_run):
+    workdir, elapsed = finished_run
+    device = detect_device_tag()
+    summary = workdir / "results" / "summary" / device / "onnxruntime"
+    for table in ("compression", "latency", "accuracy", "size", "resources", "compression_resources"):
+        assert (summary / f"{table}.parquet").is_file(), table
+    for figure in ("fig05_base_latency", "fig07_compression_time", "fig09_size_normalized", "fig10_accuracy",
+                   "fig12_latency_normalized"):
+        assert (summary / "figures" / f"{figure}.png").stat().st_size > 5000, figure
+    latency = pd.read_parquet(summary / "latency.parquet")
+    assert set(latency["precision"]) == {"fp32", "fp16", "int8"}
+    assert (latency["iterations"] >= 5).all() and latency["valid"].all()
+    assert (latency["backend"] == "onnxruntime").all() and (latency["device"] == device).all()
+    assert latency["backend_version"].str.len().gt(0).all() and latency["config_hash"].nunique() == 1
+    accuracy = pd.read_parquet(summary / "accuracy.parquet")
+    assert set(accuracy["precision"]) == {"keras", "fp32", "fp16", "int8"}
+    assert (accuracy["images"] == 270).all()
+    engines = accuracy[accuracy["precision"] != "keras"].set_index("precision")
+    assert engines.loc["fp32", "agreement_with_fp32"] == 1.0
+    size = pd.read_parquet(summary / "size.parquet").set_index("precision")
+    assert size.loc["fp32", "size_vs_fp32"] == 1.0 and size.loc["int8", "size_vs_fp32"] < 0.5
+    engine_dir = workdir / "results" / device / "onnxruntime" / "digits_32px" / "MobileNetV3Small"
+    assert (engine_dir / "int8_calibration.json").is_file() and (engine_dir / "int8_calibration.cache").is_file()
+    samples = pd.read_parquet(engine_dir / "fp32_latency_samples.parquet")
+    assert len(samples) >= 5 and (samples["latency_ms"] > 0).all()
+    assert not list(workdir.rglob(".tmp-*")), "no temporary files are left behind"
+    assert elapsed < 300, f"tiny end-to-end run took {elapsed:.0f} s"
+
+
+def test_second_run_has_nothing_to_do(finished_run):
+    workdir, _ = finished_run
+    result = snakemake(workdir, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changing_calibration_reruns_only_int8(finished_run):
+    workdir, _ = finished_run
+    config = {**TINY, "calibration": {**TINY["calibration"], "method": "minmax"}}
+    result = snakemake(workdir, "-n", config=config)
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts.get("build_int8_engine") == 1
+    assert counts.get("benchmark_latency") == 1 and counts.get("evaluate_engine") == 1
+    for rule in ("build_engine", "train_model", "export_onnx", "prepare_dataset"):
+        assert rule not in counts, (rule, counts)
+
+
+def test_report_renders(finished_run):
+    workdir, _ = finished_run
+    snakemake(workdir, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert len(html) > 10000 and "fig05_base_latency" in html
+
+
+def test_single_engine_target_builds_just_that_engine(tmp_path):
+    device = detect_device_tag()
+    target = f"results/{device}/onnxruntime/digits_32px/MobileNetV3Small/fp16.onnx"
+    plan = job_counts(snakemake(tmp_path, "-n", target).stdout)
+    assert plan == {"build_engine": 1, "export_onnx": 1, "prepare_dataset": 1, "train_model": 1}, plan
+    snakemake(tmp_path, target)
+    assert (tmp_path / target).is_file()
+    assert not (tmp_path / target.replace("fp16.onnx", "fp32.onnx")).exists()
+    assert not list((tmp_path / "results").rglob("*_latency.parquet"))
