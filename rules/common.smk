@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from workflow_scripts import paths  # noqa: E402
 from workflow_scripts.backends import check_precisions, resolve_backend  # noqa: E402
-from workflow_scripts.config import check_config, settings_hash  # noqa: E402
+from workflow_scripts.config import check_config  # noqa: E402
 from workflow_scripts.device import detect_device_tag  # noqa: E402
 
 
@@ -20,7 +20,6 @@ SIZE = config["input_size"]
 DEVICE = detect_device_tag(config["device"])
 BACKEND = resolve_backend(config["backend"])
 check_precisions(BACKEND, config["precisions"])
-CONFIG_HASH = settings_hash(config)
 ENGINE_EXT = paths.ENGINE_SUFFIX[BACKEND]
 
 # Where each rule's log goes: one folder, mirroring the artifact it explains.
@@ -56,12 +55,14 @@ def data_files(w):
     return [f"{folder}/{name}" for name in names] + [f"{folder}/meta.json"]
 
 
+# The config hash is not a param: a param change reruns a job, and the hash changes with every
+# setting. Shims compute it from snakemake.config instead (workflow_scripts.shims.provenance_of).
 def provenance_params(w):
-    return {"device": w.device, "backend": w.backend, "config_hash": CONFIG_HASH}
+    return {"device": w.device, "backend": w.backend}
 
 
 def export_provenance(w):
-    return {"device": w.device, "backend": "tf2onnx", "config_hash": CONFIG_HASH}
+    return {"device": w.device, "backend": "tf2onnx"}
 
 
 def backend_options(w):

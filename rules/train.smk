@@ -30,7 +30,6 @@ rule evaluate_keras:
     params:
         data_dir=data_dir,
         evaluate=config["evaluate"],
-        config_hash=CONFIG_HASH,
     log:
         "{results}/logs/evaluate_keras/{dataset}_{size}px/{model}.log",
     conda:

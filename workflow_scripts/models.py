@@ -30,9 +30,10 @@ def resolve_weights(weights: str) -> str | None:
         return None
     if weights == "imagenet":
         return "imagenet"
-    if not Path(weights).is_file():
+    path = Path(weights).expanduser()
+    if not path.is_file():
         raise ConfigError(f"config key 'weights' is {weights!r}, which is neither imagenet, none, nor an existing file")
-    return str(weights)
+    return str(path)
 
 
 def build_model(name: str, num_classes: int, input_size: int, weights: str, batchnorm_momentum: float, dropout: float = 0.2):
@@ -42,8 +43,9 @@ def build_model(name: str, num_classes: int, input_size: int, weights: str, batc
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r} in config key 'models'; choose from {', '.join(MODELS)}")
     constructor = getattr(keras.applications, name)
+    resolved = resolve_weights(weights)
     try:
-        backbone = constructor(**backbone_kwargs(name, input_size, resolve_weights(weights)))
+        backbone = constructor(**backbone_kwargs(name, input_size, resolved))
     except ConfigError:
         raise
     except Exception as exc:  # Keras raises several types when the weight download fails
@@ -51,6 +53,14 @@ def build_model(name: str, num_classes: int, input_size: int, weights: str, batc
             raise ModelLoadError(
                 f"could not load ImageNet weights for {name} ({type(exc).__name__}: {exc}). Offline, use "
                 "--config weights=none (train from scratch) or weights=<path to a .weights.h5 file>"
+            ) from exc
+        if resolved is not None:
+            # Keras loads a local file with model.load_weights: a file of another architecture fails here.
+            raise ModelLoadError(
+                f"could not load the weights file {resolved} into {name} ({type(exc).__name__}: {str(exc)[:300]}). "
+                f"config key 'weights' must name a .weights.h5 file saved from keras.applications.{name}"
+                f"(include_top=False, pooling='avg'{', include_preprocessing=True' if name.startswith('MobileNetV3') else ''})"
+                " with model.save_weights(...)"
             ) from exc
         raise
     for layer in backbone.layers:

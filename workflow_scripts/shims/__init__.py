@@ -34,3 +34,15 @@ def run(snakemake, job: Callable[[], object]) -> None:
     except (EdgePTQError, PermissionError) as exc:
         log.error("%s", exc)
         sys.exit(1)
+    except Exception:
+        log.exception("unexpected failure; the traceback follows")
+        raise
+
+
+def provenance_of(snakemake, **extra) -> dict:
+    """Provenance columns for this job: params' device/backend plus the hash of the whole config."""
+    from ..config import settings_hash
+    from ..provenance import provenance
+
+    params = dict(getattr(snakemake.params, "provenance", {}) or {})
+    return {**provenance(config_hash=settings_hash(snakemake.config), **params), **extra}

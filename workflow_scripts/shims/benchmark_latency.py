@@ -1,6 +1,5 @@
 from workflow_scripts.latency import benchmark_latency
-from workflow_scripts.provenance import provenance
-from workflow_scripts.shims import run
+from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 bench = sm.params.benchmark
@@ -18,5 +17,5 @@ run(sm, lambda: benchmark_latency(
     samples_path=sm.output.samples,
     resources_path=sm.output.resources,
     labels=sm.params.labels,
-    provenance=provenance(**sm.params.provenance),
+    provenance=provenance_of(sm),
 ))

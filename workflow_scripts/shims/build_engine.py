@@ -1,6 +1,5 @@
 from workflow_scripts.engine import build_engine_benchmark
-from workflow_scripts.provenance import provenance
-from workflow_scripts.shims import run
+from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 precision = sm.wildcards.get("precision", "int8")
@@ -20,5 +19,5 @@ run(sm, lambda: build_engine_benchmark(
     repeats=sm.params.compression["repeats"],
     monitor_interval_s=sm.params.interval_s,
     seed=sm.params.seed,
-    provenance={**provenance(**sm.params.provenance), "dataset": sm.wildcards.dataset, "model": sm.wildcards.model},
+    provenance=provenance_of(sm, dataset=sm.wildcards.dataset, model=sm.wildcards.model),
 ))

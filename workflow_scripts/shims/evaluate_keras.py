@@ -5,6 +5,7 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 
 
 def job():
+    from workflow_scripts.config import settings_hash
     from workflow_scripts.provenance import package_version
 
     evaluate(
@@ -12,7 +13,7 @@ def job():
         sm.params.evaluate["max_images"], sm.output.accuracy, sm.output.predictions,
         labels={"dataset": sm.wildcards.dataset, "model": sm.wildcards.model, "precision": "keras",
                 "input_size": int(sm.wildcards.size)},
-        provenance={"config_hash": sm.params.config_hash, "backend": "keras",
+        provenance={"config_hash": settings_hash(sm.config), "backend": "keras",
                     "backend_version": package_version("keras")},
     )
 

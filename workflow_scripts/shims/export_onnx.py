@@ -1,6 +1,5 @@
 from workflow_scripts.export import export_onnx
-from workflow_scripts.provenance import provenance
-from workflow_scripts.shims import run
+from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 export, compression = sm.params.export, sm.params.compression
@@ -16,5 +15,5 @@ run(sm, lambda: export_onnx(
     warmup=compression["warmup"],
     repeats=compression["repeats"],
     monitor_interval_s=sm.params.interval_s,
-    provenance={**provenance(**sm.params.provenance), "dataset": sm.wildcards.dataset, "model": sm.wildcards.model},
+    provenance=provenance_of(sm, dataset=sm.wildcards.dataset, model=sm.wildcards.model),
 ))
