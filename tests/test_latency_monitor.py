@@ -53,3 +53,29 @@ def test_monitor_samples_cpu_and_memory_at_its_interval():
 def test_summarize_resources_ignores_labels():
     frame = pd.DataFrame({"elapsed_s": [0, 1, 2], "timestamp": [0, 1, 2], "stage": ["a"] * 3, "rss_mb": [1.0, 2.0, 4.0]})
     assert summarize_resources(frame) == {"rss_mb_mean": 3.0, "rss_mb_peak": 4.0}
+
+
+def test_device_breakdown_uses_timed_infer_when_present():
+    from types import SimpleNamespace
+
+    from workflow_scripts.latency import device_breakdown
+
+    class CpuRunner:
+        def run(self, batch):
+            return batch
+
+    assert device_breakdown(CpuRunner(), np.zeros(1), 3) == {}
+
+    class GpuLikeRunner(CpuRunner):
+        def __init__(self):
+            self.calls = 0
+
+        def timed_infer(self, batch):
+            self.calls += 1
+            return SimpleNamespace(h2d_ms=0.1 * self.calls, compute_ms=1.0 * self.calls, d2h_ms=0.01)
+
+    runner = GpuLikeRunner()
+    parts = device_breakdown(runner, np.zeros(1), 3)
+    assert runner.calls == 3
+    assert np.isclose(parts["h2d_median_ms"], 0.2) and np.isclose(parts["compute_median_ms"], 2.0)
+    assert np.isclose(parts["d2h_median_ms"], 0.01)

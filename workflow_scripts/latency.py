@@ -63,6 +63,22 @@ def summarize_latency(samples_s: np.ndarray, batch_size: int) -> dict[str, float
     }
 
 
+def device_breakdown(runner, batch: np.ndarray, iterations: int) -> dict[str, float]:
+    """Medians of host-to-device copy, compute and device-to-host copy (ms), where the runner can time them.
+
+    Like trtexec, these come from a separate pass with CUDA events, so the events never
+    perturb the wall-clock samples. CPU runners have no such split and return nothing.
+    """
+    if not hasattr(runner, "timed_infer"):
+        return {}
+    parts = [runner.timed_infer(batch) for _ in range(iterations)]
+    return {
+        "h2d_median_ms": float(np.median([p.h2d_ms for p in parts])),
+        "compute_median_ms": float(np.median([p.compute_ms for p in parts])),
+        "d2h_median_ms": float(np.median([p.d2h_ms for p in parts])),
+    }
+
+
 def benchmark_latency(backend: str, engine_path: str | Path, data_dir: str | Path, batch_size: int, warmup: int,
                       iterations: int, min_duration_s: float, threads: int, monitor_interval_s: float,
                       summary_path: str | Path, samples_path: str | Path, resources_path: str | Path,
@@ -78,8 +94,10 @@ def benchmark_latency(backend: str, engine_path: str | Path, data_dir: str | Pat
     monitor = make_monitor(monitor_interval_s)
     with monitor:
         samples = measure(runner.run, batch, warmup, iterations, min_duration_s)
+    breakdown = device_breakdown(runner, batch, iterations)
     runner.close()
     summary = summarize_latency(samples, batch_size)
+    summary.update(breakdown)
     valid = summary["iterations"] >= iterations and summary["measured_duration_s"] >= min_duration_s
     summary.update(labels)
     summary.update({

@@ -43,9 +43,8 @@ def provenance(device: str, backend: str, config_hash: str) -> dict[str, object]
     commit, dirty = git_state()
     tf_version = package_version("tensorflow-cpu") or package_version("tensorflow")
     return {
-        "device": info["device"],
-        "cpu_model": info["cpu_model"],
-        "os": info["os"],
+        # Identity, hardware and power state of the device (empty where not readable).
+        **info,
         "backend": backend,
         "backend_version": package_version("onnxruntime" if backend == "onnxruntime" else "tensorrt"),
         "tensorflow_version": tf_version,

@@ -157,7 +157,12 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
         if calibration_dir is not None:
             table_dir = tmp / "table"
             table_dir.mkdir()
-            write_calibration_table(dict(ranges.data), dir=str(table_dir))
+            # ORT logs the whole range table at INFO on the root logger; keep job logs readable.
+            logging.disable(logging.INFO)
+            try:
+                write_calibration_table(dict(ranges.data), dir=str(table_dir))
+            finally:
+                logging.disable(logging.NOTSET)
             facts["calibration_json_text"] = (table_dir / "calibration.json").read_text()
             facts["calibration_cache_text"] = (table_dir / "calibration.cache").read_text()
     return facts
