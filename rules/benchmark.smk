@@ -17,6 +17,6 @@ rule benchmark_latency:
     log:
         "{results}/logs/benchmark_latency/{device}/{backend}/{dataset}_{size}px/{model}/{precision}.log",
     conda:
-        "../envs/onnxruntime.yaml"
+        BACKEND_ENV
     script:
         "../workflow_scripts/shims/benchmark_latency.py"

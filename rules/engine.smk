@@ -19,7 +19,7 @@ rule build_engine:
     log:
         "{results}/logs/build_engine/{device}/{backend}/{dataset}_{size}px/{model}/{precision}.log",
     conda:
-        "../envs/onnxruntime.yaml"
+        BACKEND_ENV
     script:
         "../workflow_scripts/shims/build_engine.py"
 

@@ -13,6 +13,6 @@ rule evaluate_engine:
     log:
         "{results}/logs/evaluate_engine/{device}/{backend}/{dataset}_{size}px/{model}/{precision}.log",
     conda:
-        "../envs/onnxruntime.yaml"
+        BACKEND_ENV
     script:
         "../workflow_scripts/shims/evaluate_engine.py"

@@ -24,6 +24,7 @@ import importlib.util
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,6 +436,15 @@ def make_loader_chain(
 # --- build ------------------------------------------------------------------------------------
 
 
+def make_qdq_model(onnx_path, qdq_path, calibration_batches, options: dict) -> dict:
+    """Write a TensorRT-compatible Q/DQ model (symmetric int8 activations, per-channel weights)."""
+    from .onnxruntime_backend import build_engine as build_ort_engine
+
+    qdq_options = {**options, "symmetric_activations": True, "per_channel": True}
+    facts = build_ort_engine(onnx_path, qdq_path, "int8", calibration_batches, qdq_options, None)
+    return {k: v for k, v in facts.items() if not k.endswith("_text")}
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
@@ -498,11 +508,18 @@ def build_engine(
         calibrator = make_calibrator(loader, cache_path)
         facts.update(calibration_cache=str(cache_path), calibration_cache_reused=reused)
 
-    chain = make_loader_chain(
-        onnx_path, precision, opts, calibrator=calibrator, trt_module=trt, input_spec=(name, shape)
-    )
     start = time.perf_counter()
-    engine = chain()  # parses the ONNX, calibrates if needed, builds, deserialises once
+    with tempfile.TemporaryDirectory(prefix="edgeptq-qdq-", dir=Path(engine_path).parent) as scratch:
+        source = onnx_path
+        if precision == "int8" and opts["int8_mode"] == "qdq":
+            # Explicit quantization: ONNX Runtime's quantizer writes a symmetric, per-channel Q/DQ
+            # model from the same calibration batches; TensorRT then only honours its scales.
+            source = Path(scratch) / "qdq.onnx"
+            facts["qdq"] = make_qdq_model(onnx_path, source, calibration_batches, options or {})
+        chain = make_loader_chain(
+            source, precision, opts, calibrator=calibrator, trt_module=trt, input_spec=(name, shape)
+        )
+        engine = chain()  # parses the ONNX, calibrates if needed, builds, deserialises once
     build_s = time.perf_counter() - start
     try:
         data = bytes(engine.serialize())
