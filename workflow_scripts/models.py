@@ -6,6 +6,7 @@ the batches of ``workflow_scripts.data_io`` unchanged.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from .config import MODELS
@@ -86,6 +87,12 @@ def load_keras_model(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"Keras model {path} does not exist; run the train_model rule (snakemake {path})")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        # Keras would report a truncated archive as "File not found", which misleads.
+        raise ModelLoadError(
+            f"{path} is corrupt or truncated (not a complete .keras zip archive); "
+            f"delete it and rerun its train_model rule (snakemake {path})"
+        )
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except ValueError as exc:

@@ -94,7 +94,8 @@ def _norm(name: str) -> str:
 
 
 def _extract(archive: Path, work_dir: Path, wanted: set[str]) -> Path:
-    target = work_dir / archive.name.replace(".tar.gz", "")
+    # Absolute, because safe_extract_tar returns absolute paths that are made relative to it.
+    target = (work_dir / archive.name.replace(".tar.gz", "")).resolve()
     files = safe_extract_tar(archive, target, members_filter=lambda m: _norm(m.name) in wanted)
     found = {f.relative_to(target).as_posix() for f in files}
     missing = sorted(wanted - found)
