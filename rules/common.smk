@@ -1,26 +1,72 @@
+import os
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The workflow's own package must import without installation too (plain clone, dry run).
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from workflow_scripts import paths  # noqa: E402
-from workflow_scripts.backends import check_precisions, resolve_backend  # noqa: E402
+from workflow_scripts.backends import check_backend_options, resolve_backend  # noqa: E402
 from workflow_scripts.config import check_config  # noqa: E402
 from workflow_scripts.device import detect_device_tag  # noqa: E402
+from workflow_scripts.errors import ConfigError  # noqa: E402
 
 
-validate(config, "../config/schema.yaml", set_default=True)
+def schema_error_message(exc):
+    """One readable line for a schema violation: the key, the value, the rule broken, the fix."""
+    # snakemake.utils.validate raises WorkflowError while handling jsonschema's ValidationError.
+    inner = exc.__cause__ or exc.__context__
+    if not hasattr(inner, "absolute_path"):
+        return f"invalid config: {exc}; config/schema.yaml lists every key, its allowed values and default"
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inner.absolute_path).lstrip(".")
+    if not key:
+        return (
+            f"invalid config: {inner.message}. Remove or correct that key in your config file or --config; "
+            "config/schema.yaml lists every key, its allowed values and default"
+        )
+    return (
+        f"invalid config: key '{key}' is {inner.instance!r}: {inner.message}. Set a valid value in your "
+        "config file or with --config; config/schema.yaml lists every key, its allowed values and default"
+    )
+
+
+def check_results_dir(results_dir):
+    """The output folder must be creatable and writable: fail before planning, naming config key results_dir."""
+    folder = Path(results_dir).expanduser()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"config key 'results_dir' is {results_dir!r}, but {existing} is a file, so the output folder "
+            f"{folder} cannot be created; set results_dir to a folder you can write (e.g. --config "
+            "results_dir=results) or move that file away"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"config key 'results_dir' is {results_dir!r}, but the folder {existing} is not writable; "
+            "fix its permissions or set results_dir to a folder you can write"
+        )
+
+
+try:
+    validate(config, "../config/schema.yaml", set_default=True)
+except WorkflowError as exc:
+    raise ConfigError(schema_error_message(exc)) from None
 check_config(config)
+check_results_dir(config["results_dir"])
 
 RESULTS = config["results_dir"]
 SIZE = config["input_size"]
 DEVICE = detect_device_tag(config["device"])
 BACKEND = resolve_backend(config["backend"])
-check_precisions(BACKEND, config["precisions"])
+check_backend_options(BACKEND, config)
 ENGINE_EXT = paths.ENGINE_SUFFIX[BACKEND]
+# Engine jobs run in the chosen backend's environment.
+BACKEND_ENV = f"../envs/{BACKEND}.yaml"
 
 # Where each rule's log goes: one folder, mirroring the artifact it explains.
 LOGS = f"{RESULTS}/logs"
@@ -118,15 +164,54 @@ def summary_inputs():
     }
 
 
-SUMMARY_DIR = f"{RESULTS}/summary/{DEVICE}/{BACKEND}"
-SUMMARY_TABLES = ["compression", "latency", "accuracy", "size", "resources", "compression_resources"]
+SUMMARY_DIR = f"{RESULTS}/summary"
+# The summary covers every device and backend found under results/, so it lives beside the
+# device folders, not inside one: results/summary/. The current config's per-engine tables are
+# real inputs (built first); other devices' tables are read at run time, and a fingerprint of
+# their paths, sizes and mtimes is a param, so the summary reruns when they arrive or change
+# while Snakemake never tries to rebuild them here.
+SUMMARY_TABLES = [
+    "compression",
+    "compression_stats",
+    "latency",
+    "accuracy",
+    "size",
+    "resources",
+    "compression_resources",
+    "claims",
+]
 FIGURES = [
     "fig05_base_latency",
+    "fig06_base_resources",
     "fig07_compression_time",
+    "fig08_ptq_resources",
     "fig09_size_normalized",
     "fig10_accuracy",
+    "fig11_resources_normalized",
     "fig12_latency_normalized",
 ]
+FIGURE_FORMATS = ["png", "svg"]
+
+
+def summary_rule_inputs():
+    """The current matrix's per-engine tables the summary reads, raw latency samples included."""
+    return {
+        **summary_inputs(),
+        "latency_samples_files": matrix(f"{ENGINE_DIR}/{{precision}}_latency_samples.parquet"),
+    }
+
+
+def summary_params():
+    """What the summary job needs besides its inputs: where to look for other devices, the seed."""
+    from workflow_scripts.summarize import results_fingerprint
+
+    files = summary_rule_inputs()
+    return {
+        **files,
+        "results_dir": RESULTS,
+        "seed": config["seed"],
+        "other_results": results_fingerprint(RESULTS, files),
+    }
 
 
 def folder_of_first_output(wildcards, output):
@@ -139,7 +224,16 @@ def summary_dir_of_tables(wildcards, input):
     return str(Path(input.tables[0]).parent)
 
 
+def calibration_study_enabled():
+    """Whether config key calibration_study.enabled asks for the INT8 calibration study."""
+    return bool(config.get("calibration_study", {}).get("enabled", False))
+
+
 def all_targets():
-    return [f"{SUMMARY_DIR}/{table}.parquet" for table in SUMMARY_TABLES] + [
-        f"{SUMMARY_DIR}/figures/{figure}.png" for figure in FIGURES
-    ]
+    return (
+        [f"{SUMMARY_DIR}/{table}.parquet" for table in SUMMARY_TABLES]
+        + [f"{SUMMARY_DIR}/claims.md"]
+        + [f"{SUMMARY_DIR}/figures/{figure}.{fmt}" for figure in FIGURES for fmt in FIGURE_FORMATS]
+        # CALIBRATION_STUDY_TARGETS is defined in rules/calibration_study.smk.
+        + (CALIBRATION_STUDY_TARGETS if calibration_study_enabled() else [])
+    )

@@ -1,16 +1,18 @@
+# Summary of every device and backend under results/ (see rules/common.smk, SUMMARY_DIR).
 rule summarize:
     input:
-        **summary_inputs(),
+        **summary_rule_inputs(),
     output:
         tables=[
             report(f"{SUMMARY_DIR}/{table}.parquet", category="Tables", caption="../report/tables.rst")
             for table in SUMMARY_TABLES
         ],
+        claims=report(f"{SUMMARY_DIR}/claims.md", category="Claims", caption="../report/claims.rst"),
     params:
         out_dir=folder_of_first_output,
-        inputs=summary_inputs(),
+        inputs=summary_params(),
     log:
-        f"{LOGS}/summarize/{DEVICE}/{BACKEND}.log",
+        f"{LOGS}/summarize/summary.log",
     conda:
         "../envs/plots.yaml"
     script:
@@ -23,16 +25,18 @@ rule plot_figures:
     output:
         figures=[
             report(
-                f"{SUMMARY_DIR}/figures/{figure}.png",
+                f"{SUMMARY_DIR}/figures/{figure}.{fmt}",
                 category="Figures",
+                subcategory=fmt.upper(),
                 caption=f"../report/{figure}.rst",
             )
             for figure in FIGURES
+            for fmt in FIGURE_FORMATS
         ],
     params:
         summary_dir=summary_dir_of_tables,
     log:
-        f"{LOGS}/plot_figures/{DEVICE}/{BACKEND}.log",
+        f"{LOGS}/plot_figures/figures.log",
     conda:
         "../envs/plots.yaml"
     script:

@@ -51,7 +51,7 @@ def test_monitor_samples_cpu_and_memory_at_its_interval():
 
 
 def test_summarize_resources_ignores_labels():
-    frame = pd.DataFrame({"elapsed_s": [0, 1, 2], "timestamp": [0, 1, 2], "stage": ["a"] * 3, "rss_mb": [1.0, 2.0, 4.0]})
+    frame = pd.DataFrame({"elapsed_s": [0, 1, 2], "unix_time_s": [0, 1, 2], "stage": ["a"] * 3, "rss_mb": [1.0, 2.0, 4.0]})
     assert summarize_resources(frame) == {"rss_mb_mean": 3.0, "rss_mb_peak": 4.0}
 
 

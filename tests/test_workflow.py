@@ -105,7 +105,7 @@ def finished_run(tmp_path_factory):
 def test_end_to_end_run_produces_tables_and_figures(finished_run):
     workdir, elapsed = finished_run
     device = detect_device_tag()
-    summary = workdir / "results" / "summary" / device / "onnxruntime"
+    summary = workdir / "results" / "summary"
     for table in ("compression", "latency", "accuracy", "size", "resources", "compression_resources"):
         assert (summary / f"{table}.parquet").is_file(), table
     for figure in ("fig05_base_latency", "fig07_compression_time", "fig09_size_normalized", "fig10_accuracy",

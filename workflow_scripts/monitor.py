@@ -40,7 +40,7 @@ class ResourceMonitor:
                     pass
         row = {
             "elapsed_s": time.perf_counter() - self._t0,
-            "timestamp": time.time(),
+            "unix_time_s": time.time(),
             "stage": self.stage,
             "cpu_percent": cpu,
             "cpu_percent_of_machine": cpu / psutil.cpu_count(),
@@ -97,7 +97,7 @@ def summarize_resources(samples: pd.DataFrame) -> dict[str, float]:
     out: dict[str, float] = {}
     body = samples.iloc[1:] if len(samples) > 2 else samples
     for column in body.columns:
-        if column in ("elapsed_s", "timestamp", "stage") or not pd.api.types.is_numeric_dtype(body[column]):
+        if column in ("elapsed_s", "unix_time_s", "stage") or not pd.api.types.is_numeric_dtype(body[column]):
             continue
         out[f"{column}_mean"] = float(body[column].mean())
         out[f"{column}_peak"] = float(body[column].max())

@@ -9,7 +9,7 @@ results/
       {precision}_calibration.json, {precision}_calibration.cache   (int8 only)
       {precision}_latency.parquet, {precision}_latency_samples.parquet, {precision}_latency_resources.parquet
       {precision}_accuracy.parquet, {precision}_predictions.parquet
-  summary/{device}/{backend}/*.parquet, figures/*.png|svg, claims.md
+  summary/*.parquet, claims.md, figures/*.png|svg   (every device and backend found under results/)
 """
 
 from __future__ import annotations

@@ -21,9 +21,17 @@ def configure_tensorflow(threads: int, seed: int) -> None:
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        # TensorFlow was already initialized in this process (tests, notebooks): its pools stay.
+        log.warning("TensorFlow already initialized; thread settings unchanged (%s intra-op)",
+                    tf.config.threading.get_intra_op_parallelism_threads() or "all")
     keras.utils.set_random_seed(seed)
+    # With fixed threads and seed, CPU training gave bit-identical weights across runs without
+    # tf.config.experimental.enable_op_determinism() (docs/reliability.md), so it stays off.
+    log.info("TensorFlow %s: %s intra-op threads, 1 inter-op thread, seed %d", tf.__version__, threads or "all", seed)
 
 
 def make_sequence(data_dir: Path, split: str, batch_size: int, shuffle: bool, seed: int):
