@@ -20,6 +20,7 @@ include: "rules/engine.smk"
 include: "rules/benchmark.smk"
 include: "rules/evaluate.smk"
 include: "rules/summarize.smk"
+include: "rules/calibration_study.smk"
 
 
 rule all:

@@ -123,6 +123,19 @@ def calibrate_ranges(model_path: Path, calibration_batches: Callable[[], Iterato
     return calibrator.compute_data(), seen
 
 
+def quantizable_op_types(exclude_op_types=None) -> list[str] | None:
+    """Op types quantize_static should quantize: all it knows (its own default) minus ``exclude_op_types``.
+
+    None (ORT's default set) when nothing is excluded, so the default build is unchanged.
+    """
+    if not exclude_op_types:
+        return None
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    excluded = set(exclude_op_types)
+    return sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - excluded)
+
+
 def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, calibration_dir: Path | None) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -153,6 +166,9 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=method_enum,
             calibration_cache_path=str(cache), extra_options={"ActivationSymmetric": symmetric},
+            # Mixed precision: op types and nodes named here stay float (no QDQ around them).
+            op_types_to_quantize=quantizable_op_types(options.get("exclude_op_types")),
+            nodes_to_exclude=list(options.get("exclude_nodes") or []) or None,
         )
         if calibration_dir is not None:
             table_dir = tmp / "table"

@@ -1,0 +1,200 @@
+# The INT8 calibration study (config key calibration_study; docs/calibration.md): one INT8 engine
+# per variant of the calibration axes, each evaluated and benchmarked with the workflow's own
+# rules, per-layer sensitivity, the int8-auto mixed-precision fallback, and a summary.
+from workflow_scripts.calibration_study import (  # noqa: E402
+    AUTO_VARIANT,
+    VARIANT_REGEX,
+    expand_variants,
+    parse_variant,
+    study_cells,
+    variant_labels,
+)
+
+STUDY = config.get("calibration_study", {})
+STUDY_DIR = f"{RESULTS}/{DEVICE}/{BACKEND}/calibration_study"
+CAL_DIR = "{results}/{device}/{backend}/{dataset}_{size}px/{model}/calibration"
+# A built variant (never int8-auto), and any engine of the study (variants and int8-auto).
+BUILT = f"{{variant,{VARIANT_REGEX}}}"
+ANY = f"{{variant,{AUTO_VARIANT}|{VARIANT_REGEX}}}"
+
+if calibration_study_enabled() and BACKEND != "onnxruntime":
+    raise ConfigError(
+        f"config key 'calibration_study.enabled' is true, but the study builds ONNX Runtime INT8 models and the "
+        f"backend is {BACKEND!r}; run it with --config backend=onnxruntime"
+    )
+
+
+STUDY_VARIANTS = expand_variants(STUDY)
+STUDY_BASELINE = parse_variant(STUDY.get("baseline", "entropy-n256-pc-asym-none")).id
+STUDY_AUTO = bool(STUDY.get("auto", {}).get("enabled", True))
+STUDY_FP16 = "fp16" in config["precisions"]
+STUDY_CAL = f"{ENGINE_DIR}/calibration"
+# Every table the study summary reads, for the current matrix and variant list.
+STUDY_INPUTS = {
+    "fp32": matrix(f"{ENGINE_DIR}/fp32_predictions.parquet") + matrix(f"{ENGINE_DIR}/fp32_latency.parquet"),
+    "variants": [
+        path
+        for variant in STUDY_VARIANTS + ([AUTO_VARIANT] if STUDY_AUTO else [])
+        for kind in ("predictions", "latency")
+        for path in matrix(f"{STUDY_CAL}/{{variant}}_{kind}.parquet", variant=variant)
+    ],
+    "builds": [p for v in STUDY_VARIANTS for p in matrix(f"{STUDY_CAL}/{{variant}}_build.parquet", variant=v)],
+    "sensitivity": matrix(f"{STUDY_CAL}/sensitivity.parquet"),
+    "fp16": matrix(f"{ENGINE_DIR}/fp16_predictions.parquet") if STUDY_FP16 else [],
+    "auto": matrix(f"{STUDY_CAL}/{AUTO_VARIANT}.json") if STUDY_AUTO else [],
+}
+STUDY_OUTPUTS = {
+    "study": f"{STUDY_DIR}/calibration_study.parquet",
+    "best": f"{STUDY_DIR}/calibration_best.md",
+    "sensitivity": f"{STUDY_DIR}/calibration_sensitivity_worst.parquet",
+    "sensitivity_md": f"{STUDY_DIR}/calibration_sensitivity_worst.md",
+    "drop_figure": f"{STUDY_DIR}/calibration_drop.png",
+    "fallback_figure": f"{STUDY_DIR}/calibration_fallback_latency.png",
+}
+# What the default target adds when calibration_study.enabled is true (see all_targets in common.smk).
+CALIBRATION_STUDY_TARGETS = list(STUDY_OUTPUTS.values())
+
+
+rule build_calibration_variant:
+    input:
+        data_files,
+        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+    output:
+        engine=f"{CAL_DIR}/{BUILT}.onnx",
+        build=f"{CAL_DIR}/{BUILT}_build.parquet",
+        resources=f"{CAL_DIR}/{BUILT}_build_resources.parquet",
+        calibration_json=f"{CAL_DIR}/{BUILT}_calibration.json",
+        calibration_cache=f"{CAL_DIR}/{BUILT}_calibration.cache",
+        float_nodes=f"{CAL_DIR}/{BUILT}_float_nodes.json",
+    params:
+        # Only what the variant id and the shared calibration batching say: adding an axis value
+        # adds jobs and leaves every existing variant's job untouched.
+        data_dir=data_dir,
+        batch_size=config["calibration"]["batch_size"],
+        interval_s=config["monitor"]["interval_s"],
+        seed=config["seed"],
+        labels=lambda w: variant_labels(w.variant, w.dataset, w.model, w.size),
+        provenance=provenance_params,
+    threads: workflow.cores
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/{variant}_build.log",
+    conda:
+        "../envs/onnxruntime.yaml"
+    script:
+        "../workflow_scripts/shims/calibration_build.py"
+
+
+use rule evaluate_engine as evaluate_calibration_variant with:
+    input:
+        data_files,
+        engine=f"{CAL_DIR}/{{variant}}.onnx",
+    output:
+        accuracy=f"{CAL_DIR}/{ANY}_accuracy.parquet",
+        predictions=f"{CAL_DIR}/{ANY}_predictions.parquet",
+    params:
+        data_dir=data_dir,
+        evaluate=config["evaluate"],
+        labels=lambda w: variant_labels(w.variant, w.dataset, w.model, w.size),
+        provenance=provenance_params,
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/{variant}_evaluate.log",
+
+
+use rule benchmark_latency as benchmark_calibration_variant with:
+    input:
+        data_files,
+        engine=f"{CAL_DIR}/{{variant}}.onnx",
+    output:
+        summary=f"{CAL_DIR}/{ANY}_latency.parquet",
+        samples=f"{CAL_DIR}/{ANY}_latency_samples.parquet",
+        resources=f"{CAL_DIR}/{ANY}_latency_resources.parquet",
+    params:
+        data_dir=data_dir,
+        benchmark=config["benchmark"],
+        interval_s=config["monitor"]["interval_s"],
+        labels=lambda w: variant_labels(w.variant, w.dataset, w.model, w.size),
+        provenance=provenance_params,
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/{variant}_latency.log",
+
+
+rule calibration_sensitivity:
+    input:
+        data_files,
+        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+        engine=f"{CAL_DIR}/{STUDY_BASELINE}.onnx",
+    output:
+        table=f"{CAL_DIR}/sensitivity.parquet",
+    params:
+        data_dir=data_dir,
+        sensitivity=STUDY.get("sensitivity", {"num_images": 64}),
+        batch_size=config["calibration"]["batch_size"],
+        seed=config["seed"],
+        labels=lambda w: {
+            "dataset": w.dataset,
+            "model": w.model,
+            "input_size": int(w.size),
+            "baseline_variant": STUDY_BASELINE,
+        },
+        provenance=provenance_params,
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/sensitivity.log",
+    conda:
+        "../envs/onnxruntime.yaml"
+    script:
+        "../workflow_scripts/shims/calibration_sensitivity.py"
+
+
+rule calibration_int8_auto:
+    input:
+        data_files,
+        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+        fp32=f"{{results}}/{{device}}/{{backend}}/{{dataset}}_{{size}}px/{{model}}/fp32.{ENGINE_EXT}",
+        sensitivity=f"{CAL_DIR}/sensitivity.parquet",
+    output:
+        engine=f"{CAL_DIR}/{AUTO_VARIANT}.onnx",
+        record=f"{CAL_DIR}/{AUTO_VARIANT}.json",
+        steps=f"{CAL_DIR}/{AUTO_VARIANT}_steps.parquet",
+    params:
+        data_dir=data_dir,
+        baseline=STUDY_BASELINE,
+        auto=STUDY.get("auto", {"target_drop_points": 1.0, "node_budget": 16}),
+        batch_size=config["calibration"]["batch_size"],
+        eval_batch_size=config["evaluate"]["batch_size"],
+        seed=config["seed"],
+        labels=lambda w: variant_labels(AUTO_VARIANT, w.dataset, w.model, w.size),
+        provenance=provenance_params,
+    threads: workflow.cores
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/int8-auto.log",
+    conda:
+        "../envs/onnxruntime.yaml"
+    script:
+        "../workflow_scripts/shims/calibration_auto.py"
+
+
+rule calibration_study_summary:
+    input:
+        **STUDY_INPUTS,
+    output:
+        **{
+            key: report(path, category="Calibration study", caption=f"../report/calibration_{key}.rst")
+            for key, path in STUDY_OUTPUTS.items()
+        },
+    params:
+        cells=study_cells(config, RESULTS, DEVICE, BACKEND, STUDY_BASELINE),
+        variants=STUDY_VARIANTS,
+        with_auto=STUDY_AUTO,
+        with_fp16=STUDY_FP16,
+        int8_target=STUDY.get("target_drop_points", 1.0),
+        fp16_target=STUDY.get("fp16_target_drop_points", 0.1),
+        top_k=STUDY.get("sensitivity", {}).get("top_k", 10),
+        n_resamples=STUDY.get("bootstrap_resamples", 2000),
+        seed=config["seed"],
+    log:
+        f"{LOGS}/calibration_study/summary.log",
+    conda:
+        "../envs/plots.yaml"
+    script:
+        "../workflow_scripts/shims/calibration_summary.py"
+

@@ -1,0 +1,242 @@
+"""Per-layer INT8 sensitivity and the ``int8-auto`` mixed-precision fallback.
+
+Sensitivity uses ONNX Runtime's ``onnxruntime.quantization.qdq_loss_debug``: both the FP32 model
+(pre-processed exactly as the INT8 build pre-processes it, so tensor and node names match) and the
+QDQ model get every intermediate tensor as an output (``modify_model_output_intermediate_tensors``),
+run on calibration images (``collect_activations``), and are matched tensor by tensor
+(``create_activation_matching``). ``compute_activation_error`` gives, per quantized tensor, the
+signal-to-quantization-noise ratio (SQNR, dB; higher is better):
+
+- ``qdq_sqnr_db``: the tensor before versus after its own QuantizeLinear/DequantizeLinear pair
+  (the rounding noise of that one activation);
+- ``xmodel_sqnr_db``: the FP32 model's tensor versus the INT8 model's dequantized tensor (the
+  error accumulated up to that point).
+
+A node's ``degradation_db`` is the SQNR lost across it: the worst ``xmodel_sqnr_db`` of its
+activation inputs minus that of its output. Nodes are ranked by it (largest first): the layers
+whose weights and input quantization add most error, which ``int8-auto`` keeps in float first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+# SQNR at or above this is treated as exact when computing the SQNR lost across a node.
+SQNR_CAP_DB = 60.0
+
+
+def _activations(model_path: Path, augmented: Path, batches: Callable[[], Iterator[np.ndarray]]) -> dict:
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+
+    modify_model_output_intermediate_tensors(str(model_path), str(augmented))
+    input_name = onnx.load(str(model_path), load_external_data=False).graph.input[0].name
+    # collect_activations iterates its reader: a generator of feed dicts, one batch per run.
+    feeds = ({input_name: batch} for batch in batches())
+    return collect_activations(str(augmented), feeds, execution_providers=["CPUExecutionProvider"])
+
+
+def layer_sensitivity(float_model: str | Path, qdq_model: str | Path,
+                      batches: Callable[[], Iterator[np.ndarray]], work_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per node of ``float_model`` whose output the INT8 model quantizes, ranked (rank 1 = most sensitive).
+
+    ``float_model`` must be the pre-processed FP32 model the INT8 model was quantized from
+    (:func:`workflow_scripts.calibration_study.prepare_model`).
+    """
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import compute_activation_error, create_activation_matching
+
+    with tempfile.TemporaryDirectory(prefix="edgeptq-sens-", dir=work_dir) as tmp:
+        tmp = Path(tmp)
+        float_acts = _activations(Path(float_model), tmp / "float_aug.onnx", batches)
+        qdq_acts = _activations(Path(qdq_model), tmp / "qdq_aug.onnx", batches)
+    matching = create_activation_matching(qdq_acts, float_acts)
+    errors = compute_activation_error(matching)
+    graph = onnx.load(str(float_model), load_external_data=False).graph
+    return rank_nodes(graph, errors)
+
+
+def _sqnr(errors: dict, tensor: str) -> float | None:
+    entry = errors.get(tensor)
+    return None if entry is None or "xmodel_err" not in entry else float(entry["xmodel_err"])
+
+
+def rank_nodes(graph, errors: dict, cap_db: float = SQNR_CAP_DB) -> pd.DataFrame:
+    """Rank the nodes of ``graph`` by the SQNR lost across them (see module docstring).
+
+    ONNX Runtime fuses some activations into the op before them (Conv -> Relu carries no QDQ in
+    between), so a measured tensor is attributed to the *group* of nodes that produce it from the
+    nearest measured tensors: e.g. Conv and Relu together. ``nodes`` lists the group (what
+    ``int8-auto`` keeps in float); ``node`` is the group's last node, the producer of the tensor.
+    """
+    constants = {t.name for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    measured = {name for name in errors if _sqnr(errors, name) is not None}
+    rows = []
+    for order, node in enumerate(graph.node):
+        outputs = [o for o in node.output if o in measured]
+        if not outputs:
+            continue
+        group, boundary, stack, seen = [node.name], [], [i for i in node.input if i and i not in constants], set()
+        while stack:
+            tensor = stack.pop()
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            if tensor in measured:
+                boundary.append(_sqnr(errors, tensor))
+            elif tensor in producer and len(group) < 6:
+                upstream = producer[tensor]
+                if not any(o in measured for o in upstream.output) and upstream.op_type != "Constant":
+                    group.insert(0, upstream.name)
+                    stack += [i for i in upstream.input if i and i not in constants]
+        out = outputs[0]
+        rows.append({
+            "node": node.name, "op_type": node.op_type, "graph_order": order, "output_tensor": out,
+            "nodes": list(dict.fromkeys(group)), "group_size": len(set(group)),
+            "qdq_sqnr_db": float(errors[out].get("qdq_err", np.nan)),
+            "xmodel_sqnr_db": _sqnr(errors, out),
+            "input_sqnr_db": float(min(boundary)) if boundary else np.nan,
+        })
+    frame = pd.DataFrame(rows, columns=["node", "op_type", "graph_order", "output_tensor", "nodes", "group_size",
+                                        "qdq_sqnr_db", "xmodel_sqnr_db", "input_sqnr_db"])
+    # SQNR above the cap is numerically exact (an 8-bit quantizer gives at most ~50 dB); an
+    # unmeasured input (the graph input) counts as clean.
+    out_db = frame["xmodel_sqnr_db"].replace([np.inf, -np.inf], np.nan).fillna(cap_db).clip(upper=cap_db)
+    in_db = frame["input_sqnr_db"].replace([np.inf, -np.inf], np.nan).fillna(cap_db).clip(upper=cap_db)
+    frame["degradation_db"] = in_db - out_db
+    frame = frame.sort_values(["degradation_db", "xmodel_sqnr_db"], ascending=[False, True], kind="stable")
+    frame["rank"] = np.arange(1, len(frame) + 1)
+    return frame.reset_index(drop=True)
+
+
+def ranked_groups(sensitivity: pd.DataFrame, exclude: Sequence[str] = ()) -> list[list[str]]:
+    """The sensitivity table's node groups, most sensitive first, without nodes already in float."""
+    groups, taken = [], set(exclude)
+    for nodes in sensitivity.sort_values("rank")["nodes"]:
+        group = [n for n in nodes if n not in taken]
+        if group:
+            groups.append(group)
+            taken.update(group)
+    return groups
+
+
+def auto_schedule(count: int) -> list[int]:
+    """How many of the most sensitive groups each step keeps in float: 1, 2, 4, ... and finally ``count``."""
+    steps, k = [], 1
+    while k < count:
+        steps.append(k)
+        k *= 2
+    if count > 0:
+        steps.append(count)
+    return steps
+
+
+def auto_fallback(ranking: Sequence[str | Sequence[str]], drop_with: Callable[[list[str]], float],
+                  target_points: float, budget: int) -> dict:
+    """Keep the most sensitive nodes in float until ``drop_with(kept)`` <= target or the node budget is used.
+
+    ``ranking`` holds node names or groups of names (kept in float together), most sensitive first.
+    ``drop_with(nodes)`` builds the model with ``nodes`` in float and returns its top-1 drop in points
+    on the validation split (``[]`` = plain INT8). Steps keep 0, 1, 2, 4, ... groups, never more than
+    ``budget`` nodes. Returns the kept nodes, every step, and why it stopped (target, budget, ranking).
+    """
+    groups = [[g] if isinstance(g, str) else list(g) for g in ranking]
+    budget = max(int(budget), 0)
+    steps: list[dict] = []
+    kept: list[str] = []
+    for k in [0] + auto_schedule(len(groups)):
+        candidate = [n for g in groups[:k] for n in g][:budget]
+        if steps and candidate == kept:
+            break  # the budget allows no more nodes
+        kept = candidate
+        drop = float(drop_with(list(kept)))
+        steps.append({"step": len(steps), "float_groups": k, "float_nodes": len(kept), "val_drop_points": drop})
+        log.info("int8-auto: %d nodes in float, validation drop %.2f points (target %.2f)", len(kept), drop,
+                 target_points)
+        if drop <= target_points:
+            return {"kept_nodes": kept, "steps": steps, "reached_target": True, "stop_reason": "target"}
+    reason = "budget" if len(kept) >= budget else "ranking exhausted"
+    return {"kept_nodes": kept, "steps": steps, "reached_target": False, "stop_reason": reason}
+
+
+def run_sensitivity(onnx_path: str | Path, qdq_engine: str | Path, data_dir: str | Path, num_images: int,
+                    batch_size: int, seed: int, out_table: str | Path, labels: dict, provenance: dict) -> pd.DataFrame:
+    """Sensitivity of the baseline INT8 engine on calibration images of the train split; write Parquet."""
+    from .artifacts import write_parquet
+    from .calibration_study import prepare_model, train_split_size
+    from .engine import calibration_source
+    from .provenance import with_provenance
+
+    num_images = min(num_images, train_split_size(data_dir))
+    with tempfile.TemporaryDirectory(prefix="edgeptq-sens-", dir=Path(out_table).parent) as tmp:
+        prepared = prepare_model(onnx_path, Path(tmp) / "prepared.onnx")
+        frame = layer_sensitivity(prepared, qdq_engine, calibration_source(data_dir, num_images, batch_size, seed), tmp)
+    for key, value in labels.items():
+        frame[key] = value
+    frame["sensitivity_images"] = num_images
+    write_parquet(with_provenance(frame, provenance), out_table)
+    log.info("worst layers:\n%s", frame.head(10)[["rank", "node", "op_type", "degradation_db", "xmodel_sqnr_db"]]
+             .to_string(index=False))
+    return frame
+
+
+def run_int8_auto(onnx_path: str | Path, fp32_engine: str | Path, baseline_variant: str, sensitivity_table: str | Path,
+                  data_dir: str | Path, calibration_batch_size: int, eval_batch_size: int, target_points: float,
+                  budget: int, seed: int, engine_path: str | Path, record_json: str | Path,
+                  steps_table: str | Path, labels: dict, provenance: dict) -> dict:
+    """``int8-auto``: the baseline variant plus the fewest most-sensitive nodes in float meeting the validation target."""
+    import shutil
+
+    import onnx
+
+    from .artifacts import write_parquet, write_text
+    from .backends import onnxruntime_backend as ort_backend
+    from .calibration_study import (check_num_images, parse_variant, prepare_model, resolve_exclusions,
+                                    split_correctness, train_split_size, variant_options)
+    from .engine import calibration_source
+    from .provenance import with_provenance
+
+    variant = parse_variant(baseline_variant)
+    check_num_images(variant, train_split_size(data_dir))
+    engine_path = Path(engine_path)
+    work = Path(tempfile.mkdtemp(prefix="edgeptq-auto-", dir=engine_path.parent))
+    try:
+        prepared = prepare_model(onnx_path, work / "prepared.onnx")
+        op_types, preset_nodes = resolve_exclusions(onnx.load(str(prepared), load_external_data=False), variant.exclude)
+        ranking = ranked_groups(pd.read_parquet(sensitivity_table), exclude=preset_nodes)
+        fp32 = split_correctness(ort_backend.load_runner(fp32_engine), data_dir, "val", eval_batch_size)
+        batches = calibration_source(data_dir, variant.num_images, calibration_batch_size, seed)
+        built: dict[int, Path] = {}
+
+        def drop_with(kept: list[str]) -> float:
+            path = work / f"auto-{len(kept)}.onnx"
+            options = variant_options(variant, op_types, preset_nodes + kept, calibration_batch_size)
+            ort_backend.build_engine(onnx_path, path, "int8", batches, options, None)
+            built[len(kept)] = path
+            correct = split_correctness(ort_backend.load_runner(path), data_dir, "val", eval_batch_size)
+            return 100.0 * float(fp32.mean() - correct.mean())
+
+        result = auto_fallback(ranking, drop_with, target_points, budget)
+        shutil.copyfile(built[len(result["kept_nodes"])], engine_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    record = {"baseline_variant": variant.id, "target_drop_points": target_points, "node_budget": budget,
+              "val_images": int(len(fp32)), "fp32_val_top1": float(fp32.mean()),
+              "preset_float_nodes": preset_nodes, "float_op_types": op_types, **result}
+    write_text(json.dumps(record, indent=2), record_json)
+    steps = pd.DataFrame(result["steps"])
+    for key, value in labels.items():
+        steps[key] = value
+    steps["baseline_variant"] = variant.id
+    steps["target_drop_points"] = target_points
+    write_parquet(with_provenance(steps, provenance), steps_table)
+    return record

@@ -1,0 +1,22 @@
+from workflow_scripts.sensitivity import run_int8_auto
+from workflow_scripts.shims import provenance_of, run
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+auto = sm.params.auto
+run(sm, lambda: run_int8_auto(
+    onnx_path=sm.input.onnx,
+    fp32_engine=sm.input.fp32,
+    baseline_variant=sm.params.baseline,
+    sensitivity_table=sm.input.sensitivity,
+    data_dir=sm.params.data_dir,
+    calibration_batch_size=sm.params.batch_size,
+    eval_batch_size=sm.params.eval_batch_size,
+    target_points=auto["target_drop_points"],
+    budget=auto["node_budget"],
+    seed=sm.params.seed,
+    engine_path=sm.output.engine,
+    record_json=sm.output.record,
+    steps_table=sm.output.steps,
+    labels=sm.params.labels,
+    provenance=provenance_of(sm),
+))
