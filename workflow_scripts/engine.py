@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ from .artifacts import write_parquet, write_text
 from .backends import get_backend
 from .compression import timed_stage
 from .data_io import calibration_indices, iter_batches, open_split
+from .errors import EdgePTQError
 from .monitor import make_monitor, summarize_resources
 from .provenance import with_provenance
 
@@ -30,6 +32,32 @@ def calibration_source(data_dir: str | Path, num_images: int, batch_size: int, s
     return batches
 
 
+class InvalidOnnxModel(EdgePTQError):
+    """The ONNX file an engine is built from is unreadable or fails onnx.checker."""
+
+
+def check_onnx_model(onnx_path: str | Path) -> None:
+    """Refuse an ONNX file that does not load or fails ``onnx.checker`` before any build work starts."""
+    import onnx
+
+    try:
+        # The path form also checks models over 2 GB (external data) without loading them whole.
+        onnx.checker.check_model(str(onnx_path), full_check=False)
+    except Exception as exc:  # ValidationError, DecodeError, OSError: all mean an unusable file
+        raise InvalidOnnxModel(
+            f"{onnx_path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]}); "
+            f"delete it and rerun its export_onnx rule (snakemake {onnx_path})"
+        ) from exc
+
+
+def remove_stale_work_dirs(folder: str | Path) -> None:
+    """Remove INT8 work folders a killed build left behind (one int8 build per folder runs at a time)."""
+    for stale in Path(folder).glob("edgeptq-int8-*"):
+        if stale.is_dir():
+            log.info("removing %s, left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def build_engine_benchmark(backend: str, onnx_path: str | Path, engine_path: str | Path, precision: str,
                            data_dir: str | Path, calibration: dict, backend_options: dict,
                            build_table: str | Path, resources_table: str | Path,
@@ -37,9 +65,11 @@ def build_engine_benchmark(backend: str, onnx_path: str | Path, engine_path: str
                            warmup: int, repeats: int, monitor_interval_s: float, seed: int,
                            provenance: dict) -> pd.DataFrame:
     """Build ``precision`` warmup+repeats times (calibration included for int8), keep the last engine."""
+    check_onnx_model(onnx_path)
     module = get_backend(backend)
     batches = None
     if precision == "int8":
+        remove_stale_work_dirs(Path(engine_path).parent)
         batches = calibration_source(data_dir, calibration["num_images"], calibration["batch_size"], seed)
     options = {**calibration, **backend_options}
     calibration_dir = Path(engine_path).parent if precision == "int8" else None

@@ -74,6 +74,31 @@ def check_precisions(backend: str, precisions: list[str]) -> None:
         )
 
 
+# INT8 calibration methods each backend implements. ONNX Runtime has entropy (KL), min-max and
+# percentile calibrators. TensorRT's implicit calibrators are entropy (IInt8EntropyCalibrator2) and
+# min-max (IInt8MinMaxCalibrator), with no percentile one; this workflow's TensorRT backend wires
+# only IInt8EntropyCalibrator2, so any other method would be silently replaced by entropy.
+CALIBRATION_METHODS = {"onnxruntime": ("entropy", "minmax", "percentile"), "tensorrt": ("entropy",)}
+
+
+def check_backend_options(backend: str, config: dict) -> None:
+    """Fail at planning time when ``backend`` cannot do what ``config`` asks (precisions, calibration)."""
+    check_precisions(backend, config["precisions"])
+    calibration = config.get("calibration", {})
+    method = calibration.get("method", "entropy")
+    calibrates = "int8" in config["precisions"] and (
+        backend != "tensorrt" or config.get("tensorrt", {}).get("int8_mode", "calibration") == "calibration"
+    )
+    allowed = CALIBRATION_METHODS[backend]
+    if calibrates and method not in allowed:
+        other = [b for b, methods in CALIBRATION_METHODS.items() if method in methods and b != backend]
+        raise ConfigError(
+            f"config key 'calibration.method' is {method!r}, which backend {backend!r} cannot do "
+            f"(it calibrates INT8 with {', '.join(allowed)} only); set calibration.method to one of "
+            f"{list(allowed)}" + (f", or use backend {other[0]!r}" if other else "")
+        )
+
+
 def get_backend(name: str):
     """Import and return the backend module ``name`` (heavy imports happen here, not at DAG time)."""
     if name not in BACKENDS:

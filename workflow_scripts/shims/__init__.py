@@ -29,6 +29,7 @@ def run(snakemake, job: Callable[[], object]) -> None:
     from ..errors import EdgePTQError
 
     log = setup_logging(snakemake.log[0] if snakemake.log else None)
+    remove_stale_scratch(list(snakemake.output))
     try:
         job()
     except (EdgePTQError, PermissionError) as exc:
@@ -37,6 +38,23 @@ def run(snakemake, job: Callable[[], object]) -> None:
     except Exception:
         log.exception("unexpected failure; the traceback follows")
         raise
+
+
+def remove_stale_scratch(outputs: list[str]) -> None:
+    """Delete ``.tmp-*`` scratch files of this job's outputs left by a killed earlier attempt.
+
+    ``workflow_scripts.artifacts.scratch_path`` names them ``.tmp-<random>-<output name>`` beside
+    the output; only this job writes those outputs, so no running job can own them.
+    """
+    from pathlib import Path
+
+    for output in outputs:
+        path = Path(output)
+        if path.parent.is_dir():
+            for stale in path.parent.glob(f".tmp-*-{path.name}"):
+                # The random middle part never holds '-': '.tmp-x-a-b' is not a scratch file of 'b'.
+                if stale.is_file() and "-" not in stale.name[len(".tmp-"):-len(path.name) - 1]:
+                    stale.unlink(missing_ok=True)
 
 
 def provenance_of(snakemake, **extra) -> dict:
