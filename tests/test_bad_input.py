@@ -7,54 +7,17 @@ does); the rest call the checking functions directly.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from tests.archive_factory import make_cifar100_python_archive
 from workflow_scripts.device import detect_device_tag
 from workflow_scripts.errors import ConfigError, DatasetUnavailable, EdgePTQError
-
-REPO = Path(__file__).resolve().parent.parent
-SNAKEFILE = REPO / "Snakefile"
-
-# Sets every key config/config.yaml sets, because --configfile merges onto it.
-TINY = {
-    "models": ["MobileNetV3Small"],
-    "datasets": ["digits"],
-    "precisions": ["fp32", "fp16", "int8"],
-    "backend": "onnxruntime",
-    "weights": "none",
-    "input_size": 32,
-    "train": {"epochs": 1, "batch_size": {"digits": 32, "cifar100": 32, "oxford_flowers102": 4}},
-    "compression": {"warmup": 0, "repeats": 1},
-    "calibration": {"num_images": 32, "batch_size": 16},
-    "benchmark": {"warmup": 2, "iterations": 5, "min_duration_s": 0.0},
-}
-DATA = "results/data/digits_32px"
-MODEL_DIR = "results/models/digits_32px/MobileNetV3Small"
-
-
-def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow's CLI in ``workdir`` with its config file; return the finished process."""
-    config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config or TINY))
-    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-               "--configfile", str(config_file), "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def output_of(result: subprocess.CompletedProcess) -> str:
-    return result.stdout + result.stderr
+from tests.cli import DATA, MODEL_DIR, REPO, TINY, output_of, snakemake
 
 
 def scratch_files(folder: Path) -> list[Path]:

@@ -28,8 +28,7 @@ from workflow_scripts.calibration_study import (
 from workflow_scripts.engine import calibration_source
 from workflow_scripts.errors import ConfigError
 from workflow_scripts.sensitivity import auto_fallback, auto_schedule, layer_sensitivity, ranked_groups
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.cli import REPO, job_counts
 
 
 # --- variant ids -----------------------------------------------------------------------------------
@@ -112,20 +111,6 @@ def _snakemake(workdir: Path, config: dict, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-def _job_counts(output: str) -> dict[str, int]:
-    counts, inside = {}, False
-    for line in output.splitlines():
-        if line.startswith("job ") and "count" in line:
-            inside = True
-        elif inside:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                if parts[0] == "total":
-                    break
-                counts[parts[0]] = int(parts[1])
-    return counts
-
-
 @pytest.mark.slow
 def test_adding_an_axis_value_plans_only_the_builds_it_affects(tmp_path):
     # Mark a whole finished study as done without running it: create every output, then --touch
@@ -140,19 +125,19 @@ def test_adding_an_axis_value_plans_only_the_builds_it_affects(tmp_path):
     assert "Nothing to be done" in _snakemake(tmp_path, STUDY_CONFIG, "-n")
 
     more_sizes = {**STUDY_CONFIG, "calibration_study": {**STUDY_CONFIG["calibration_study"], "num_images": [64, 128]}}
-    plan = _job_counts(_snakemake(tmp_path, more_sizes, "-n"))
+    plan = job_counts(_snakemake(tmp_path, more_sizes, "-n"))
     assert plan == {"build_calibration_variant": 1, "evaluate_calibration_variant": 1,
                     "benchmark_calibration_variant": 1, "calibration_study_summary": 1, "all": 1}, plan
     assert "calibration/entropy-n128-pc-asym-none.onnx" in _snakemake(tmp_path, more_sizes, "-n")
 
     weights = {**STUDY_CONFIG, "calibration_study": {**STUDY_CONFIG["calibration_study"], "per_channel": [True, False]}}
-    plan = _job_counts(_snakemake(tmp_path, weights, "-n"))
+    plan = job_counts(_snakemake(tmp_path, weights, "-n"))
     assert plan["build_calibration_variant"] == 1 and "build_int8_engine" not in plan and "build_engine" not in plan
 
 
 def test_disabled_study_adds_nothing_to_the_default_plan(tmp_path):
     config = {**STUDY_CONFIG, "calibration_study": {"enabled": False}}
-    plan = _job_counts(_snakemake(tmp_path, config, "-n"))
+    plan = job_counts(_snakemake(tmp_path, config, "-n"))
     assert not any("calibration" in rule for rule in plan), plan
 
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,39 +21,22 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_scripts.device import detect_device_tag
+from tests.cli import DEVICE, ENGINE_DIR, MODEL_DIR, ONNX_DIR, snakemake_command, tiny
+from tests.cli import snakemake as run_snakemake
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEFILE = REPO / "Snakefile"
 pytestmark = pytest.mark.slow
 
-# Sets every key config/config.yaml sets, because --configfile merges onto it. The test split is
-# made larger than the default (45% of digits, about 810 images) so that an evaluation at batch
-# size 1 lasts long enough to be interrupted, and training (on the smaller train split) is quicker.
-TINY = {
-    "models": ["MobileNetV3Small"],
-    "datasets": ["digits"],
-    "precisions": ["fp32", "fp16", "int8"],
-    "backend": "onnxruntime",
-    "weights": "none",
-    "input_size": 32,
-    "split": {"test_fraction": 0.45},
-    "train": {"epochs": 1, "batch_size": {"digits": 32, "cifar100": 32, "oxford_flowers102": 4}},
-    "compression": {"warmup": 0, "repeats": 1},
-    "calibration": {"num_images": 32, "batch_size": 16},
-    "benchmark": {"warmup": 2, "iterations": 5, "min_duration_s": 0.0},
-}
-DEVICE = detect_device_tag()
-MODEL_DIR = "results/models/digits_32px/MobileNetV3Small"
-ONNX_DIR = f"results/{DEVICE}/onnx/digits_32px/MobileNetV3Small"
-ENGINE_DIR = f"results/{DEVICE}/onnxruntime/digits_32px/MobileNetV3Small"
+# The test split is made larger than the default (45% of digits, about 810 images) so that an
+# evaluation at batch size 1 lasts long enough to be interrupted, and training (on the smaller
+# train split) is quicker.
+TINY = tiny(split={"test_fraction": 0.45})
 LOGS = "results/logs"
 START_TIMEOUT_S = 180
 
 
 def command(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    """The CLI command for ``workdir``, with the config already written there."""
+    return snakemake_command(workdir, *args, config=yaml.safe_load((workdir / "config.yaml").read_text()))
 
 
 def write_config(workdir: Path, config: dict) -> None:
@@ -63,10 +45,8 @@ def write_config(workdir: Path, config: dict) -> None:
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the CLI with the config already in ``workdir``; return the finished process."""
-    result = subprocess.run(command(workdir, *args), capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    return run_snakemake(workdir, *args, config=config, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -6,40 +6,16 @@ byte-identical.
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from workflow_scripts.device import detect_device_tag
+from tests.cli import DATA, ENGINE_DIR, MODEL_DIR, ONNX_DIR, snakemake
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEFILE = REPO / "Snakefile"
 pytestmark = pytest.mark.slow
 
-# Sets every key config/config.yaml sets, because --configfile merges onto it.
-TINY = {
-    "models": ["MobileNetV3Small"],
-    "datasets": ["digits"],
-    "precisions": ["fp32", "fp16", "int8"],
-    "backend": "onnxruntime",
-    "weights": "none",
-    "input_size": 32,
-    "train": {"epochs": 1, "batch_size": {"digits": 32, "cifar100": 32, "oxford_flowers102": 4}},
-    "compression": {"warmup": 0, "repeats": 1},
-    "calibration": {"num_images": 32, "batch_size": 16},
-    "benchmark": {"warmup": 2, "iterations": 5, "min_duration_s": 0.0},
-}
-DEVICE = detect_device_tag()
-DATA = "results/data/digits_32px"
-MODEL_DIR = "results/models/digits_32px/MobileNetV3Small"
-ONNX_DIR = f"results/{DEVICE}/onnx/digits_32px/MobileNetV3Small"
-ENGINE_DIR = f"results/{DEVICE}/onnxruntime/digits_32px/MobileNetV3Small"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 # Verified byte-identical across two fresh runs on the same machine (docs/reliability.md).
@@ -63,18 +39,6 @@ def targets() -> list[str]:
     for precision in PRECISIONS:
         out += [f"{ENGINE_DIR}/{precision}_accuracy.parquet", f"{ENGINE_DIR}/{precision}_predictions.parquet"]
     return out
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the workflow's CLI in ``workdir`` with the tiny config; fail the test if it fails."""
-    config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(TINY))
-    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-               "--configfile", str(config_file), "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=900)
-    if result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
 
 
 def sha256(path: Path) -> str:

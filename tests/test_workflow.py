@@ -3,62 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
 from workflow_scripts.device import detect_device_tag
+from tests.cli import REPO, TINY, job_counts, snakemake
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEFILE = REPO / "Snakefile"
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "models": ["MobileNetV3Small"],
-    "datasets": ["digits"],
-    "precisions": ["fp32", "fp16", "int8"],
-    "backend": "onnxruntime",
-    "weights": "none",
-    "input_size": 32,
-    "train": {"epochs": 1, "batch_size": {"digits": 32, "cifar100": 32, "oxford_flowers102": 4}},
-    "compression": {"warmup": 0, "repeats": 1},
-    "calibration": {"num_images": 32, "batch_size": 16},
-    "benchmark": {"warmup": 2, "iterations": 5, "min_duration_s": 0.0},
-}
-
-
-def snakemake(workdir: Path, *args: str, config: dict | None = None, env: dict | None = None,
-              check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow's CLI in ``workdir`` with its config file; return the finished process."""
-    config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config or TINY))
-    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-               "--configfile", str(config_file), "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a snakemake run or dry run."""
-    counts, inside = {}, False
-    for line in output.splitlines():
-        if line.startswith("job ") and "count" in line:
-            inside = True
-            continue
-        if inside:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                if parts[0] == "total":
-                    break
-                counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def test_dry_run_plans_the_full_study_without_tensorflow(tmp_path):
