@@ -79,6 +79,14 @@ def test_end_to_end_run_produces_tables_and_figures(finished_run):
     assert size.loc["fp32", "size_vs_fp32"] == 1.0 and size.loc["int8", "size_vs_fp32"] < 0.5
     engine_dir = workdir / "results" / device / "onnxruntime" / "digits_32px" / "MobileNetV3Small"
     assert (engine_dir / "int8_calibration.json").is_file() and (engine_dir / "int8_calibration.cache").is_file()
+    # Every Parquet row carries provenance, per-image predictions and training history included.
+    for table in (engine_dir / "int8_predictions.parquet", engine_dir / "fp32_build.parquet",
+                  workdir / "results/models/digits_32px/MobileNetV3Small/history.parquet",
+                  workdir / "results/models/digits_32px/MobileNetV3Small/predictions.parquet"):
+        frame = pd.read_parquet(table)
+        for column in ("device", "config_hash", "git_commit", "tensorflow_version", "onnxruntime_version", "timestamp"):
+            assert column in frame.columns and frame[column].notna().all(), (table.name, column)
+        assert (frame["device"] == device).all(), table.name
     samples = pd.read_parquet(engine_dir / "fp32_latency_samples.parquet")
     assert len(samples) >= 5 and (samples["latency_ms"] > 0).all()
     assert not list(workdir.rglob(".tmp-*")), "no temporary files are left behind"

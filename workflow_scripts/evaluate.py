@@ -76,8 +76,8 @@ def evaluate(runner, data_dir: str | Path, batch_size: int, max_images: int, acc
     if summary["nonfinite_outputs"]:
         log.warning("%d images gave NaN/Inf outputs; they count as wrong", summary["nonfinite_outputs"])
     log.info("top-1 %.4f, top-5 %.4f on %d images", summary["top1_accuracy"], summary["top5_accuracy"], summary["images"])
-    for key, value in {**labels, "device": provenance.get("device", ""), "backend": provenance.get("backend", "")}.items():
+    for key, value in labels.items():
         predictions[key] = value
-    write_parquet(predictions, predictions_path)
+    write_parquet(with_provenance(predictions, provenance), predictions_path)
     write_parquet(with_provenance(pd.DataFrame([summary]), provenance), accuracy_path)
     return summary

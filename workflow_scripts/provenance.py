@@ -46,7 +46,7 @@ def provenance(device: str, backend: str, config_hash: str) -> dict[str, object]
         # Identity, hardware and power state of the device (empty where not readable).
         **info,
         "backend": backend,
-        "backend_version": package_version("onnxruntime" if backend == "onnxruntime" else "tensorrt"),
+        "backend_version": package_version(backend),
         "tensorflow_version": tf_version,
         "tf2onnx_version": package_version("tf2onnx"),
         "onnx_version": package_version("onnx"),

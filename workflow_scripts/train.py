@@ -12,6 +12,7 @@ import pandas as pd
 from .artifacts import atomic_path, write_parquet
 from .data_io import open_split, read_meta, to_model_input
 from .models import build_model
+from .provenance import with_provenance
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def make_sequence(data_dir: Path, split: str, batch_size: int, shuffle: bool, se
 
 def train_model(data_dir: str | Path, model_name: str, model_path: str | Path, history_path: str | Path,
                 epochs: int, batch_size: int, learning_rate: float, batchnorm_momentum: float,
-                weights: str, threads: int, seed: int) -> pd.DataFrame:
+                weights: str, threads: int, seed: int, provenance: dict | None = None) -> pd.DataFrame:
     """Train, restore the best-validation epoch, save ``model_path`` (.keras) and the history Parquet."""
     configure_tensorflow(threads, seed)
     import keras
@@ -101,6 +102,8 @@ def train_model(data_dir: str | Path, model_name: str, model_path: str | Path, h
     history["model"] = model_name
     history["dataset"] = meta["dataset"]
     history["batch_size"] = batch_size
+    if provenance:
+        history = with_provenance(history, provenance)
     with atomic_path(model_path) as tmp:
         model.save(tmp)
     write_parquet(history, history_path)

@@ -62,5 +62,11 @@ def provenance_of(snakemake, **extra) -> dict:
     from ..config import settings_hash
     from ..provenance import provenance
 
+    from ..device import detect_device_tag
+
     params = dict(getattr(snakemake.params, "provenance", {}) or {})
+    # Device-independent jobs (training, Keras evaluation) keep the device out of their params, so
+    # copying results to another device does not rerun them; their rows still say where they ran.
+    params.setdefault("device", detect_device_tag(snakemake.config.get("device", "auto")))
+    params.setdefault("backend", "keras")
     return {**provenance(config_hash=settings_hash(snakemake.config), **params), **extra}

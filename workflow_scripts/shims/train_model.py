@@ -1,4 +1,4 @@
-from workflow_scripts.shims import run
+from workflow_scripts.shims import provenance_of, run
 from workflow_scripts.train import train_model
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -15,4 +15,5 @@ run(sm, lambda: train_model(
     weights=sm.params.weights,
     threads=sm.threads,
     seed=sm.params.seed,
+    provenance=provenance_of(sm),
 ))
