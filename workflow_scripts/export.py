@@ -25,16 +25,29 @@ class ParityError(EdgePTQError):
     """The ONNX model's outputs differ from Keras' beyond the configured tolerance."""
 
 
-def convert_to_onnx(model, onnx_path: str | Path, opset: int) -> None:
-    """Convert a loaded Keras model with an explicit NHWC float32 signature and a dynamic batch."""
+def convert_to_onnx(model, onnx_path: str | Path, opset: int, canonical: bool = True) -> None:
+    """Convert a loaded Keras model with an explicit NHWC float32 signature and a dynamic batch.
+
+    With ``canonical`` (the workflow's way) the conversion is deterministic and the saved graph
+    canonical (``onnx_canonical``): the same Keras model gives the same bytes in any process.
+    ``canonical=False`` is tf2onnx's plain output, kept for comparison.
+    """
+    import onnx
     import tensorflow as tf
     import tf2onnx
+
+    from .onnx_canonical import canonicalize, deterministic_tf2onnx
 
     # tf2onnx logs a harmless traceback from its transpose optimizer with Keras 3; keep logs readable.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     shape = (None, *model.input_shape[1:])
     signature = (tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),)
-    tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(onnx_path))
+    if not canonical:
+        tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(onnx_path))
+        return
+    with deterministic_tf2onnx():
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    onnx.save(canonicalize(proto), str(onnx_path))
 
 
 def check_parity(model, onnx_path: str | Path, images: np.ndarray, tolerance: float) -> float:

@@ -176,7 +176,9 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
             # ORT logs the whole range table at INFO on the root logger; keep job logs readable.
             logging.disable(logging.INFO)
             try:
-                write_calibration_table(dict(ranges.data), dir=str(table_dir))
+                # ORT collects the tensors in set order (string hashes differ per process): sort
+                # them so the JSON table is byte-identical across runs (the .cache is sorted by ORT).
+                write_calibration_table(dict(sorted(ranges.data.items())), dir=str(table_dir))
             finally:
                 logging.disable(logging.NOTSET)
             facts["calibration_json_text"] = (table_dir / "calibration.json").read_text()
