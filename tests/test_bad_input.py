@@ -7,8 +7,12 @@ does); the rest call the checking functions directly.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ import pytest
 from tests.archive_factory import make_cifar100_python_archive
 from workflow_scripts.device import detect_device_tag
 from workflow_scripts.errors import ConfigError, DatasetUnavailable, EdgePTQError
-from tests.cli import DATA, MODEL_DIR, REPO, TINY, output_of, snakemake
+from tests.cli import DATA, MODEL_DIR, REPO, SNAKEFILE, TINY, job_counts, output_of, snakemake, snakemake_command
 
 
 def scratch_files(folder: Path) -> list[Path]:
@@ -64,6 +68,97 @@ def test_results_dir_under_a_file_fails_at_planning_time(tmp_path):
                               "set results_dir to a folder you can write")
     assert "Traceback (most recent call last)" not in text
     assert blocker.read_text().startswith("a regular file")
+
+
+# Run by the candidate way of running without the right to ignore permission bits: it must run
+# the venv's Python, import snakemake, read the Snakefile, and be refused writing into argv[1].
+UNPRIVILEGED_PROBE = """
+import sys
+import snakemake  # noqa: F401  (the venv is readable)
+open(sys.argv[2]).read()  # so is the repository
+try:
+    open(sys.argv[1] + "/probe", "w")
+except PermissionError:
+    sys.exit(0)
+sys.exit(3)
+"""
+
+
+def chown_tree(folder: Path, uid: int, gid: int) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def unprivileged_way(work: Path, readonly: Path, env: dict) -> tuple[list[str], dict, str] | None:
+    """(command prefix, subprocess arguments, description) of a way to run the CLI for which ``readonly``
+    is really read-only, or None. Root ignores permission bits (the tests run as root, CI too), so a
+    root test process runs it as ``nobody`` or, where nobody cannot reach the interpreter (e.g. a
+    Python under /root), as root with every capability dropped (``setpriv``)."""
+    candidates: list[tuple[list[str], dict, str, int | None]] = []
+    if os.geteuid() != 0:
+        candidates.append(([], {}, f"the unprivileged user {os.geteuid()}", None))
+    else:
+        try:
+            nobody = pwd.getpwnam("nobody")
+            candidates.append(([], {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []},
+                               "user nobody", nobody.pw_uid))
+        except KeyError:
+            pass
+        if shutil.which("setpriv"):
+            candidates.append((["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"], {},
+                               "root without capabilities (setpriv)", None))
+    for prefix, kwargs, description, owner in candidates:
+        if owner is not None:
+            chown_tree(work, owner, kwargs["group"])  # the run's own folder (.snakemake/, HOME)
+        try:
+            probe = subprocess.run([*prefix, sys.executable, "-c", UNPRIVILEGED_PROBE, str(readonly), str(SNAKEFILE)],
+                                   cwd=work, env=env, capture_output=True, text=True, timeout=120, check=False,
+                                   **kwargs)
+            if probe.returncode == 0:
+                return prefix, kwargs, description
+        except OSError:  # e.g. nobody may not execute the interpreter
+            pass
+        if owner is not None:
+            chown_tree(work, os.geteuid(), os.getegid())
+    return None
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["read-only-folder", "under-a-read-only-folder"])
+def test_read_only_results_dir_fails_at_planning_time(below):
+    # tmp_path lies in a 0700 folder of root's; the unprivileged run needs a folder it can enter.
+    work = Path(tempfile.mkdtemp(prefix="edgeptq-readonly-"))
+    readonly = work / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    results = readonly / "results" if below else readonly
+    env = {**os.environ, "HOME": str(work / "home"), "MPLCONFIGDIR": str(work / "home" / "mpl"),
+           "XDG_CACHE_HOME": str(work / "home" / "cache")}
+    try:
+        way = unprivileged_way(work, readonly, env)
+        if way is None:
+            pytest.skip("cannot make a folder read-only for the workflow: the tests run as root, and neither "
+                        "user nobody (with the venv and repository readable by it) nor setpriv is available")
+        prefix, kwargs, description = way
+        # A real run of the default target (not -n): had planning passed, jobs would start.
+        command = [*prefix, *snakemake_command(work, "--config", f"results_dir={results}")]
+        if kwargs:
+            chown_tree(work, kwargs["user"], kwargs["group"])  # config.yaml, written just now
+        result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False,
+                                **kwargs)
+        text = assert_failed_with(result, "ConfigError", "'results_dir'", str(results), f"the folder {readonly} "
+                                  "is not writable", "fix its permissions or set results_dir to a folder you can write")
+        assert "Traceback (most recent call last)" not in text, description
+        # Refused while planning: no job was scheduled, let alone started.
+        assert job_counts(text) == {} and "rule " not in text and "Building DAG" not in text, text[-3000:]
+        # Nothing half-written: the folder is untouched, no scratch file, no output marked incomplete.
+        assert list(readonly.iterdir()) == []
+        assert not scratch_files(work)
+        for state in ("incomplete", "locks"):
+            folder = work / ".snakemake" / state
+            assert not folder.exists() or not any(folder.iterdir()), (state, list(folder.iterdir()))
+    finally:
+        readonly.chmod(0o755)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
