@@ -11,6 +11,8 @@ rule summarize:
     params:
         out_dir=folder_of_first_output,
         inputs=summary_params(),
+        # Rows of different comparable settings fail the job unless this is true (summarize.check_settings).
+        allow_mixed_configs=config["summary"]["allow_mixed_configs"],
     log:
         f"{LOGS}/summarize/summary.log",
     conda:

@@ -3,12 +3,15 @@
 Two devices are written in the real path scheme: a CPU-only machine with ONNX Runtime (no GPU
 columns, unknown CUDA cores) and a Jetson Orin Nano with TensorRT (GPU samples, 1024 CUDA cores).
 Rows are made with the workflow's own helpers (latency statistics, accuracy summary, resource
-summary), so their columns match what the benchmark jobs write.
+summary, comparable settings), so their columns match what the benchmark jobs write. Both devices
+use one config: their rows differ only in the tensorrt block the Jetson's rows carry, which the
+summary must accept.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,12 @@ import pandas as pd
 import pytest
 
 from workflow_scripts import plots, summarize
+from workflow_scripts.config import (
+    comparable_settings,
+    settings_json,
+    short_hash,
+    validate_config,
+)
 from workflow_scripts.evaluate import accuracy_summary
 from workflow_scripts.latency import summarize_latency
 from workflow_scripts.monitor import summarize_resources
@@ -33,15 +42,31 @@ WARMUP, REPEATS = 1, 3
 NEW_STAMP, OLD_STAMP = "2026-03-02T10:00:00+00:00", "2026-01-01T10:00:00+00:00"
 
 
-def provenance(system: dict, backend: str | None = None, config_hash: str = "newhash", stamp: str = NEW_STAMP) -> dict:
-    """Provenance columns like workflow_scripts.provenance writes them."""
+BASE_CONFIG = validate_config({"models": ["MobileNetV3Small", "DenseNet169"], "datasets": ["digits"],
+                               "precisions": ["fp32", "fp16", "int8"], "input_size": 32, "weights": "none",
+                               "compression": {"warmup": WARMUP, "repeats": REPEATS}})
+
+
+def settings_columns(config: dict | None, backend: str, precision: str | None, stage: str) -> dict:
+    """The ``settings``/``settings_hash`` columns a job of ``stage`` writes under ``config`` (None: none)."""
+    if config is None:
+        return {}
+    text = settings_json(comparable_settings(config, precision=precision, backend=backend, stage=stage,
+                                             dataset="digits"))
+    return {"settings": text, "settings_hash": short_hash(text)}
+
+
+def provenance(system: dict, backend: str | None = None, config_hash: str = "newhash", stamp: str = NEW_STAMP,
+               precision: str | None = None, stage: str = "latency", config: dict | None = BASE_CONFIG) -> dict:
+    """Provenance columns like workflow_scripts.provenance writes them for a job of ``stage``."""
+    backend = backend or system["backend"]
     return {"device": system["device"], "cpu_model": "test cpu", "os": "Linux", "gpu_name": "",
             "jetson_model": "NVIDIA Jetson Orin Nano Developer Kit" if system["gpu"] else "",
             "cuda_cores": system["cuda_cores"], "power_mode": "", "cpu_clock_mhz": "", "gpu_clock_mhz": "",
-            "backend": backend or system["backend"], "backend_version": "1.0", "tensorflow_version": "2.21.0",
+            "backend": backend, "backend_version": "1.0", "tensorflow_version": "2.21.0",
             "tf2onnx_version": "1.17.0", "onnx_version": "1.23.2", "onnxruntime_version": "1.32.0",
             "tensorrt_version": "10.3" if system["gpu"] else "", "git_commit": "abc", "git_dirty": False,
-            "config_hash": config_hash, "timestamp": stamp}
+            "config_hash": config_hash, **settings_columns(config, backend, precision, stage), "timestamp": stamp}
 
 
 def trace(system: dict, stage: str, runs: int, rng, seconds: float = 1.0) -> pd.DataFrame:
@@ -66,9 +91,16 @@ def write(frame: pd.DataFrame, path: Path) -> None:
     frame.to_parquet(path, index=False)
 
 
-def write_device(results: Path, system: dict, rng, speed: float, invalid: set = frozenset()) -> None:
-    """Every per-engine table of one device, for both models and three precisions on digits at 32 px."""
-    prov = provenance(system)
+def write_device(results: Path, system: dict, rng, speed: float, invalid: set = frozenset(),
+                 config_of: Callable[[str | None, str], dict | None] = lambda precision, stage: BASE_CONFIG) -> None:
+    """Every per-engine table of one device, for both models and three precisions on digits at 32 px.
+
+    ``config_of(precision, stage)`` is the config the job of that precision (None: the export) and
+    stage (config.STAGES) ran under; None writes rows without settings, as older results have.
+    """
+    def prov_of(precision: str | None, stage: str, backend: str | None = None) -> dict:
+        return provenance(system, backend, precision=precision, stage=stage, config=config_of(precision, stage))
+
     for model, mb in MODELS.items():
         onnx = results / system["device"] / "onnx" / "digits_32px" / model
         runs = pd.DataFrame({"stage": "onnx_conversion", "run": range(WARMUP + REPEATS),
@@ -79,13 +111,14 @@ def write_device(results: Path, system: dict, rng, speed: float, invalid: set = 
         for key, value in summarize_resources(export_trace).items():
             runs[key] = value
         extra = {"dataset": "digits", "model": model}
-        write(with_provenance(runs, {**provenance(system, "tf2onnx"), **extra}), onnx / "export.parquet")
-        write(with_provenance(export_trace, {**provenance(system, "tf2onnx"), **extra}),
+        write(with_provenance(runs, {**prov_of(None, "export", "tf2onnx"), **extra}), onnx / "export.parquet")
+        write(with_provenance(export_trace, {**prov_of(None, "export", "tf2onnx"), **extra}),
               onnx / "export_resources.parquet")
         engine = results / system["device"] / system["backend"] / "digits_32px" / model
         labels_all = rng.integers(0, 10, IMAGES)
         for precision in ("fp32", "fp16", "int8"):
             labels = {"dataset": "digits", "model": model, "precision": precision, "input_size": 32}
+            prov = prov_of(precision, "build")
             # Build: one slow warm-up, then repeats around BUILD_S (scaled by device speed and model size).
             base_s = BUILD_S[precision] * speed * (1 + mb / 50)
             build = pd.DataFrame({"stage": "engine_build", "run": range(WARMUP + REPEATS),
@@ -112,6 +145,7 @@ def write_device(results: Path, system: dict, rng, speed: float, invalid: set = 
             summary.update({"batch_size": 1, "warmup": 5, "min_iterations": 30, "min_duration_s": 0.0, "threads": 2,
                             "load_s": 0.1, "valid": is_valid, "engine_mb": mb * SIZE_FRACTION[precision],
                             "high_variation": False})
+            prov = prov_of(precision, "latency")
             latency_trace = trace(system, "", 1, rng)
             latency_trace["stage"] = ""
             summary.update(summarize_resources(latency_trace))
@@ -126,12 +160,13 @@ def write_device(results: Path, system: dict, rng, speed: float, invalid: set = 
                                         "prediction": np.where(correct, labels_all, (labels_all + 1) % 10),
                                         "top5_correct": True, "finite_output": True})
             accuracy = {**labels, **accuracy_summary(predictions)}
+            prov = prov_of(precision, "evaluate")
             write(with_provenance(pd.DataFrame([accuracy]), prov), engine / f"{precision}_accuracy.parquet")
             write(predictions.assign(**labels, device=system["device"], backend=system["backend"]),
                   engine / f"{precision}_predictions.parquet")
 
 
-def write_keras(results: Path) -> None:
+def write_keras(results: Path, config: dict | None = BASE_CONFIG) -> None:
     """The device-independent Keras base accuracy of each model."""
     for model in MODELS:
         folder = results / "models" / "digits_32px" / model
@@ -140,7 +175,8 @@ def write_keras(results: Path) -> None:
                                     "prediction": np.where(np.arange(IMAGES) < 182, labels, 1),
                                     "top5_correct": True, "finite_output": True})
         row = {"dataset": "digits", "model": model, "precision": "keras", "input_size": 32,
-               **accuracy_summary(predictions), "config_hash": "newhash", "backend": "keras", "backend_version": "3"}
+               **accuracy_summary(predictions), "config_hash": "newhash", "backend": "keras", "backend_version": "3",
+               **settings_columns(config, "keras", None, "evaluate_keras")}
         write(pd.DataFrame([row]), folder / "accuracy.parquet")
         write(predictions, folder / "predictions.parquet")
 
@@ -150,7 +186,8 @@ def write_stale(results: Path) -> None:
     engine = results / CPU["device"] / CPU["backend"] / "digits_64px" / "MobileNetV3Small"
     labels = {"dataset": "digits", "model": "MobileNetV3Small", "precision": "fp32", "input_size": 64}
     summary = {**summarize_latency(np.full(40, 0.5), 1), **labels, "batch_size": 1, "valid": True, "engine_mb": 4.0}
-    prov = provenance(CPU, config_hash="oldhash", stamp=OLD_STAMP)
+    prov = provenance(CPU, config_hash="oldhash", stamp=OLD_STAMP, precision="fp32",
+                      config={**BASE_CONFIG, "input_size": 64})
     write(with_provenance(pd.DataFrame([summary]), prov), engine / "fp32_latency.parquet")
     raw = pd.DataFrame({"iteration": np.arange(40), "latency_ms": 500.0, **labels})
     write(with_provenance(raw, prov), engine / "fp32_latency_samples.parquet")
@@ -372,3 +409,19 @@ def test_fingerprint_changes_when_another_device_arrives(results_tree, tmp_path)
     unchanged = summarize.results_fingerprint(copy, current)
     shutil.copytree(copy / JETSON["device"], copy / "another-device")
     assert summarize.results_fingerprint(copy, current) != unchanged
+
+
+def test_one_config_on_two_backends_is_accepted_and_carries_settings_hash(summary):
+    out, tables = summary
+    for name in ("compression", "compression_stats", "latency", "accuracy", "size", "resources",
+                 "compression_resources"):
+        table = pd.read_parquet(out / f"{name}.parquet")
+        assert "settings_hash" in table.columns and table["settings_hash"].str.len().eq(12).all(), name
+    latency = tables["latency"]
+    jetson = latency[latency["device"] == JETSON["device"]]
+    cpu = latency[latency["device"] == CPU["device"]]
+    # Only TensorRT rows carry the tensorrt block; only int8 rows the calibration block.
+    assert jetson["settings"].str.contains('"tensorrt"').all() and not cpu["settings"].str.contains("tensorrt").any()
+    assert latency.loc[latency["precision"] == "int8", "settings"].str.contains('"calibration"').all()
+    assert not latency.loc[latency["precision"] != "int8", "settings"].str.contains("calibration").any()
+    assert tables["claims"]["settings_hashes"].str.len().gt(0).all()

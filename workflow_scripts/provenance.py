@@ -37,8 +37,14 @@ def git_state(repo: str | None = None) -> tuple[str, bool]:
     return commit.stdout.strip(), bool(status.stdout.strip())
 
 
-def provenance(device: str, backend: str, config_hash: str) -> dict[str, object]:
-    """Columns describing where, with what and when a result was produced."""
+def provenance(device: str, backend: str, config_hash: str, settings: str = "",
+               settings_hash: str = "") -> dict[str, object]:
+    """Columns describing where, with what, under which settings and when a result was produced.
+
+    ``config_hash`` hashes the whole config but the matrix lists; ``settings`` is the compact JSON of
+    the settings that determine what the row measures (``config.comparable_settings``) and
+    ``settings_hash`` its short hash; the summary compares ``settings`` across rows. '' when unknown.
+    """
     info = device_info(device)
     commit, dirty = git_state()
     tf_version = package_version("tensorflow-cpu") or package_version("tensorflow")
@@ -55,6 +61,8 @@ def provenance(device: str, backend: str, config_hash: str) -> dict[str, object]
         "git_commit": commit,
         "git_dirty": dirty,
         "config_hash": config_hash,
+        "settings": settings,
+        "settings_hash": settings_hash,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

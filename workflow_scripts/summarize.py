@@ -7,13 +7,23 @@ only ``results/summary/``, never another device's folder.
 
 Rows of one experiment cell (device, backend, dataset, model, precision) produced under
 different settings (``config_hash``) are never mixed: the newest by ``timestamp`` is kept and the
-dropped ones are logged.
+dropped ones are logged (an older run of the cell, e.g. at another input size, is superseded).
+
+Across cells, the rows that remain must agree on every setting that determines what they measure
+(the ``settings`` provenance column, ``config.comparable_settings``): :func:`check_settings` flattens
+each row's settings to dotted keys, and a key with more than one value among the rows that carry it
+is a conflict. Conflicts raise :class:`~workflow_scripts.errors.ConfigError` before anything is
+written, unless config key ``summary.allow_mixed_configs`` is true: then they are logged as a
+warning, the rows are kept and every summary table carries ``settings_hash`` to tell them apart.
+Rows without a ``settings`` column (results written before it existed) are logged as of unknown
+settings and take no part in the comparison.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
 import os
 import re
@@ -24,7 +34,9 @@ import pandas as pd
 
 from . import statistics as st
 from .artifacts import write_parquet, write_text
+from .config import flatten_settings
 from .device import cuda_cores as cuda_cores_of
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 KEYS = ["device", "backend", "dataset", "model"]
@@ -163,6 +175,156 @@ def keep_newest_config(frame: pd.DataFrame, keys: list[str], table: str) -> pd.D
     return frame[keep.to_numpy()].reset_index(drop=True)
 
 
+# --- one set of settings per summary -----------------------------------------------------------
+
+# The per-engine tables whose rows feed the summary tables, with the keys their rows are
+# de-duplicated on (keep_newest_config) and the table's name in messages. Latency samples and
+# per-image predictions are not compared: they follow the latency and accuracy rows kept (one job
+# writes a summary row and its samples/predictions with the same provenance).
+CHECKED_TABLES = {
+    "export_files": (["device", "dataset", "model", "stage"], "export"),
+    "export_resource_files": (["device", "dataset", "model"], "export_resources"),
+    "build_files": (CELL + ["stage"], "build"),
+    "build_resource_files": (CELL, "build_resources"),
+    "latency_files": (CELL, "latency"),
+    "accuracy_files": (CELL, "accuracy"),
+    "keras_accuracy_files": (["dataset", "model", "precision"], "keras_accuracy"),
+}
+PLACE = ["device", "backend", "dataset", "input_size", "model", "precision"]
+# Rules whose jobs read each top-level key (for the rerun hint of a conflict).
+KEY_RULES = {
+    "input_size": "prepare_dataset", "seed": "prepare_dataset", "split": "prepare_dataset",
+    "weights": "train_model", "train": "train_model",
+    "export": "export_onnx", "compression": "export_onnx", "monitor": "export_onnx",
+    "calibration": "build_int8_engine", "tensorrt": "build_engine build_int8_engine",
+    "benchmark": "benchmark_latency", "evaluate": "evaluate_engine evaluate_keras",
+}
+ALLOW_HINT = "--config summary='{allow_mixed_configs: true}'"
+
+
+def _place(values: dict) -> str:
+    """'device/backend/dataset_<size>px/model/precision' from the labels a row has."""
+    parts = [str(values["device"]) if "device" in values else "?",
+             str(values["backend"]) if "backend" in values else "?"]
+    if "dataset" in values:
+        size = values.get("input_size")
+        parts.append(f"{values['dataset']}_{int(size)}px" if pd.notna(size) and size != "" else str(values["dataset"]))
+    parts += [str(values[k]) for k in ("model", "precision") if k in values and pd.notna(values[k])]
+    return "/".join(parts)
+
+
+def settings_values(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, dict[str, set[str]]], set[str]]:
+    """Every dotted setting's values across the rows of ``frames``, and the rows of unknown settings.
+
+    Returns ``({dotted key: {value as JSON: {places}}}, {places without settings})``; a place is
+    'device/backend/dataset_<size>px/model/precision' (the parts a table has).
+    """
+    values: dict[str, dict[str, set[str]]] = {}
+    unknown: set[str] = set()
+    flat_of: dict[str, dict | None] = {}
+    for frame in frames.values():
+        if not len(frame):
+            continue
+        cols = [c for c in PLACE if c in frame.columns]
+        text = frame["settings"].fillna("").astype(str) if "settings" in frame.columns \
+            else pd.Series("", index=frame.index)
+        pairs = frame[cols].assign(_settings=text.to_numpy()).drop_duplicates()
+        for record in pairs.to_dict("records"):
+            settings = record.pop("_settings")
+            place = _place(record)
+            if settings not in flat_of:
+                try:
+                    parsed = json.loads(settings) if settings else None
+                    flat_of[settings] = flatten_settings(parsed) if isinstance(parsed, dict) else None
+                except ValueError:
+                    flat_of[settings] = None
+            flat = flat_of[settings]
+            if flat is None:
+                unknown.add(place)
+                continue
+            for key, value in flat.items():
+                shown = json.dumps(value, sort_keys=True, default=str)
+                values.setdefault(key, {}).setdefault(shown, set()).add(place)
+    return values, unknown
+
+
+def settings_conflicts(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, set[str]]]:
+    """The dotted settings with more than one value across the rows that carry them (see :func:`settings_values`)."""
+    values, _ = settings_values(frames)
+    return {key: found for key, found in sorted(values.items()) if len(found) > 1}
+
+
+def _abbreviate(places: set[str], folders: int = 3, cells: int = 2) -> str:
+    """'dev/backend (N cells: a, b, … and K more)' per device/backend folder, at most ``folders`` of them."""
+    by_folder: dict[str, list[str]] = {}
+    for place in sorted(places):
+        head, _, rest = place.partition("/")
+        backend, _, cell = rest.partition("/")
+        by_folder.setdefault(f"{head}/{backend}", []).append(cell or "(all)")
+    parts = []
+    for folder, found in list(by_folder.items())[:folders]:
+        shown = ", ".join(found[:cells]) + (f", … and {len(found) - cells} more" if len(found) > cells else "")
+        parts.append(f"{folder} ({len(found)} cell{'s' if len(found) != 1 else ''}: {shown})")
+    if len(by_folder) > folders:
+        parts.append(f"… and {len(by_folder) - folders} more device/backend folders")
+    return "; ".join(parts)
+
+
+def conflicts_message(conflicts: dict[str, dict[str, set[str]]], current: dict | None = None,
+                      results_dir: str | Path | None = None, max_keys: int = 8) -> str:
+    """The refusal: each differing key with its values and where each comes from, then the three fixes."""
+    lines = [(f"the summary would mix rows measured under different settings in {len(conflicts)} "
+              f"key{'s' if len(conflicts) != 1 else ''}; config key summary.allow_mixed_configs is false, so "
+              "nothing was written:")]
+    for key, found in list(conflicts.items())[:max_keys]:
+        now = ""
+        if current is not None:
+            now = f" [current config: {json.dumps(current[key], sort_keys=True, default=str)}]" \
+                if key in current else " [not set by the current config]"
+        lines.append(f"  - {key}{now}: " + " | ".join(f"{value} on {_abbreviate(places)}"
+                                                    for value, places in sorted(found.items())))
+    if len(conflicts) > max_keys:
+        lines.append(f"  - … and {len(conflicts) - max_keys} more keys: " + ", ".join(list(conflicts)[max_keys:]))
+    rules = sorted({rule for key in conflicts for rule in KEY_RULES.get(key.split(".")[0], "").split()})
+    where = f"{results_dir}/" if results_dir else "the results folder"
+    lines += [
+        "Fix it in one of three ways:",
+        ("  1. rerun the cells with the value you do not want under the config you want: on the machine that "
+         "measured them, run snakemake with that config (it reruns jobs whose settings changed); for copied "
+         f"results without Snakemake metadata add --forcerun {' '.join(rules) or '<rule>'} (reruns those jobs "
+         "and everything after them), or delete those cells' tables and run snakemake again;"),
+        f"  2. move the results you do not want to compare out of {where} (e.g. another device's folder);",
+        ("  3. draw them together anyway: set summary.allow_mixed_configs: true in the config file or run with "
+         f"{ALLOW_HINT}; every summary table then carries settings_hash (and the per-row tables settings) to "
+         "tell the rows apart."),
+    ]
+    return "\n".join(lines)
+
+
+def check_settings(frames: dict[str, pd.DataFrame], allow_mixed: bool = False, current: dict | None = None,
+                   results_dir: str | Path | None = None) -> dict[str, dict[str, set[str]]]:
+    """Refuse (ConfigError) rows of different comparable settings unless ``allow_mixed``; return the conflicts.
+
+    ``frames`` are the de-duplicated per-engine tables feeding the summary; ``current`` the current
+    config's flattened comparable settings (only to mark its values in the message). Rows without
+    a ``settings`` column (older results) are logged as of unknown settings and never conflict.
+    """
+    values, unknown = settings_values(frames)
+    if unknown:
+        log.warning("%d cells have no settings column (results from before it existed): their settings are "
+                    "unknown and not compared: %s", len(unknown), _abbreviate(unknown))
+    conflicts = {key: found for key, found in sorted(values.items()) if len(found) > 1}
+    if not conflicts:
+        return conflicts
+    message = conflicts_message(conflicts, current, results_dir)
+    if not allow_mixed:
+        raise ConfigError(message)
+    log.warning("summary.allow_mixed_configs is true: summarizing rows of different settings together; "
+                "settings_hash in every table tells them apart. %s",
+                message.split("\n", 1)[1].split("Fix it")[0].rstrip())
+    return conflicts
+
+
 def _winners(frame: pd.DataFrame) -> pd.DataFrame:
     """The (cell, input_size) pairs a de-duplicated table kept, for filtering tables without a hash."""
     cols = [c for c in CELL + ["input_size"] if c in frame.columns]
@@ -211,6 +373,7 @@ def compression_tables(export: pd.DataFrame, build: pd.DataFrame) -> tuple[pd.Da
                      "duration_max_s": repeat["max"], "duration_ci_low_s": repeat["ci_low"],
                      "duration_ci_high_s": repeat["ci_high"],
                      "config_hash": group["config_hash"].iloc[0] if "config_hash" in group else "",
+                     "settings_hash": group["settings_hash"].iloc[0] if "settings_hash" in group else "",
                      "timestamp": group["timestamp"].max() if "timestamp" in group else ""})
     return runs, pd.DataFrame(rows)
 
@@ -318,7 +481,7 @@ def size_table(latency: pd.DataFrame, build: pd.DataFrame) -> pd.DataFrame:
     """Engine size (MB) per cell, its ONNX source size, and size relative to FP32."""
     if not len(latency):
         return pd.DataFrame()
-    cols = [c for c in CELL + ["input_size", "engine_mb"] if c in latency.columns]
+    cols = [c for c in CELL + ["input_size", "engine_mb", "settings_hash"] if c in latency.columns]
     size = latency[cols].copy()
     if len(build) and "onnx_mb" in build.columns:
         onnx = build.drop_duplicates(CELL).set_index(CELL)["onnx_mb"]
@@ -348,7 +511,7 @@ def resources_table(latency: pd.DataFrame) -> pd.DataFrame:
     if not len(latency):
         return pd.DataFrame()
     columns = [c for c in latency.columns if c.endswith(("_mean", "_peak")) and not c.startswith("duration")]
-    keep = [c for c in CELL + ["input_size", "valid", "fp32_valid"] if c in latency.columns]
+    keep = [c for c in CELL + ["input_size", "valid", "fp32_valid", "settings_hash"] if c in latency.columns]
     resources = latency[keep + columns].copy()
     resources["cuda_cores"] = device_cuda_cores(latency)
     if "gpu_util_percent_mean" in resources.columns:
@@ -427,14 +590,21 @@ def claims_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for device, backend in sorted(pairs):
         values = _claim_values(device, backend, tables)
+        hashes = set()
+        for name in ("latency", "accuracy", "compression_stats"):
+            frame = tables.get(name, pd.DataFrame())
+            if len(frame) and "settings_hash" in frame.columns:
+                mine = frame[(frame["device"] == device) & (frame["backend"] == backend)]
+                hashes |= {str(h) for h in mine["settings_hash"].dropna() if str(h)}
         for claim, text, study, unit in CLAIMS:
             v = values.get(claim, pd.Series(dtype=float))
             rows.append({"device": device, "backend": backend, "claim": claim, "description": text, "study": study,
                          "unit": unit, "ours_mean": float(v.mean()) if len(v) else np.nan,
                          "ours_min": float(v.min()) if len(v) else np.nan,
-                         "ours_max": float(v.max()) if len(v) else np.nan, "cells": int(len(v))})
+                         "ours_max": float(v.max()) if len(v) else np.nan, "cells": int(len(v)),
+                         "settings_hashes": " ".join(sorted(hashes))})
     return pd.DataFrame(rows, columns=["device", "backend", "claim", "description", "study", "unit", "ours_mean",
-                                       "ours_min", "ours_max", "cells"])
+                                       "ours_min", "ours_max", "cells", "settings_hashes"])
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -473,10 +643,21 @@ def claims_markdown(claims: pd.DataFrame) -> str:
 # --- entry points --------------------------------------------------------------------------------
 
 def build_tables(files: dict[str, list[str]], results_dir: str | Path | None = None, seed: int = 0,
-                 n_resamples: int = st.N_RESAMPLES) -> dict[str, pd.DataFrame]:
-    """All summary tables from the per-engine tables listed in ``files`` (keys: FILE_KEYS)."""
+                 n_resamples: int = st.N_RESAMPLES, allow_mixed: bool = False,
+                 current_settings: dict | None = None) -> dict[str, pd.DataFrame]:
+    """All summary tables from the per-engine tables listed in ``files`` (keys: FILE_KEYS).
+
+    Superseded rows of a cell are dropped first (:func:`keep_newest_config`); the rows left must
+    share their comparable settings (:func:`check_settings`, ConfigError unless ``allow_mixed``).
+    """
+    frames = {key: read_all(files.get(key, []) or [], results_dir) for key in FILE_KEYS}
+    for key, (keys, table) in CHECKED_TABLES.items():
+        frames[key] = keep_newest_config(frames[key], keys, table)
+    check_settings({table: frames[key] for key, (_, table) in CHECKED_TABLES.items()}, allow_mixed,
+                   current_settings, results_dir)
+
     def read(key):
-        return read_all(files.get(key, []) or [], results_dir)
+        return frames[key]
 
     compression, compression_stats = compression_tables(read("export_files"), read("build_files"))
     latency = latency_table(read("latency_files"), read("latency_samples_files"), seed, n_resamples)
@@ -496,19 +677,33 @@ def build_tables(files: dict[str, list[str]], results_dir: str | Path | None = N
     return tables
 
 
-def summarize(inputs: dict, out_dir: str | Path) -> dict[str, pd.DataFrame]:
+def summarize(inputs: dict, out_dir: str | Path, allow_mixed: bool | None = None,
+              config: dict | None = None) -> dict[str, pd.DataFrame]:
     """Write every summary table as ``out_dir/<name>.parquet`` plus ``claims.md``; return the tables.
 
     ``inputs`` holds the current config's file lists (FILE_KEYS) and optionally ``results_dir``
-    (every device's tables found there are added at run time), ``seed`` and ``n_resamples``.
+    (every device's tables found there are added at run time), ``seed``, ``n_resamples`` and
+    ``allow_mixed_configs``. ``allow_mixed`` (config key ``summary.allow_mixed_configs``; default
+    false) lets rows of different settings be summarized together; otherwise they raise
+    ConfigError before anything is written. ``config``, the current config, only marks its values
+    in that message.
     """
+    from .config import comparable_settings
+
+    if allow_mixed is None:
+        allow_mixed = bool(inputs.get("allow_mixed_configs", False))
+    current = None
+    if config is not None:
+        # Every key any row could carry, with the current config's value.
+        current = flatten_settings(comparable_settings(config, precision="int8", backend="tensorrt"))
     results_dir = inputs.get("results_dir")
-    current = {key: list(inputs.get(key, []) or []) for key in FILE_KEYS}
-    files = merge_file_lists(current, discover_results(results_dir)) if results_dir else current
-    extra = sum(len(v) for v in files.values()) - sum(len(v) for v in current.values())
+    current_files = {key: list(inputs.get(key, []) or []) for key in FILE_KEYS}
+    files = merge_file_lists(current_files, discover_results(results_dir)) if results_dir else current_files
+    extra = sum(len(v) for v in files.values()) - sum(len(v) for v in current_files.values())
     log.info("reading %d per-engine tables (%d beyond the current config)", sum(len(v) for v in files.values()), extra)
     tables = build_tables(files, results_dir, seed=int(inputs.get("seed", 0)),
-                          n_resamples=int(inputs.get("n_resamples", st.N_RESAMPLES)))
+                          n_resamples=int(inputs.get("n_resamples", st.N_RESAMPLES)), allow_mixed=allow_mixed,
+                          current_settings=current)
     for name, table in tables.items():
         write_parquet(table, Path(out_dir) / f"{name}.parquet")
         devices = sorted(set(table["device"])) if len(table) and "device" in table.columns else []

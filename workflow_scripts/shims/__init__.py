@@ -57,16 +57,45 @@ def remove_stale_scratch(outputs: list[str]) -> None:
                     stale.unlink(missing_ok=True)
 
 
-def provenance_of(snakemake, **extra) -> dict:
-    """Provenance columns for this job: params' device/backend plus the hash of the whole config."""
-    from ..config import settings_hash
-    from ..provenance import provenance
+# The stage (workflow_scripts.config.STAGES) of each rule writing Parquet rows, and the precision of
+# rules without a precision wildcard. Rules not listed (the calibration study's) get stage None (all
+# stages) and no precision: their calibration is described by their variant columns instead.
+RULE_STAGES: dict[str, tuple[str, str | None]] = {
+    "train_model": ("train", None),
+    "evaluate_keras": ("evaluate_keras", None),
+    "export_onnx": ("export", None),
+    "build_engine": ("build", None),
+    "build_int8_engine": ("build", "int8"),
+    "benchmark_latency": ("latency", None),
+    "evaluate_engine": ("evaluate", None),
+}
 
+
+def row_settings(snakemake, backend: str) -> dict:
+    """The comparable settings (``config.comparable_settings``) of the rows this job writes."""
+    from ..config import comparable_settings
+
+    wildcards = getattr(snakemake, "wildcards", None) or {}
+    rule = getattr(snakemake, "rule", None)
+    stage, precision = RULE_STAGES.get(rule, (None, None))
+    if rule in RULE_STAGES:
+        precision = precision or wildcards.get("precision")
+    return comparable_settings(snakemake.config, precision=precision, backend=backend, stage=stage,
+                               dataset=wildcards.get("dataset"))
+
+
+def provenance_of(snakemake, **extra) -> dict:
+    """Provenance columns for this job: params' device/backend, the hash of the whole config, and the
+    settings that determine what this job's rows measure (``settings``, ``settings_hash``)."""
+    from ..config import settings_hash, settings_json, short_hash
     from ..device import detect_device_tag
+    from ..provenance import provenance
 
     params = dict(getattr(snakemake.params, "provenance", {}) or {})
     # Device-independent jobs (training, Keras evaluation) keep the device out of their params, so
     # copying results to another device does not rerun them; their rows still say where they ran.
     params.setdefault("device", detect_device_tag(snakemake.config.get("device", "auto")))
     params.setdefault("backend", "keras")
-    return {**provenance(config_hash=settings_hash(snakemake.config), **params), **extra}
+    settings = settings_json(row_settings(snakemake, params["backend"]))
+    return {**provenance(config_hash=settings_hash(snakemake.config), settings=settings,
+                         settings_hash=short_hash(settings), **params), **extra}
