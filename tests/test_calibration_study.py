@@ -165,12 +165,14 @@ def _scores(path, data_dir) -> np.ndarray:
     return np.concatenate([runner.run(images) for images, _ in iter_batches(data_dir, "test", 128)])
 
 
-def test_poor_calibration_is_worse_than_the_default(study_engines, onnx_path, digits_dir):
+def test_poor_calibration_is_further_from_fp32_than_the_default(study_engines, onnx_path, digits_dir):
     """Per-tensor weights, min-max, 8 images versus the default (entropy, 256, per-channel).
 
     On these small digits models the top-1 drop of both is within an image or two of each other
-    (270 test images: one image is 0.37 point), so top-1 alone cannot separate them reliably; the
-    class scores' SQNR against FP32 does, by several dB. Top-1 must not be better by more than one image.
+    (270 test images: one image is 0.37 point), so top-1 alone cannot separate them: the issue's
+    "larger top-1 drop" is not shown here (docs/calibration.md measures six models). What is
+    asserted is that the class scores' SQNR against FP32 is lower for the poor setting, and that its
+    top-1 is not better than the default's by more than one image.
     """
     _, fp32, built = study_engines
     reference = _scores(onnx_path, digits_dir)
