@@ -250,7 +250,11 @@ def settings_values(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, dict[str
 
 def settings_conflicts(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, set[str]]]:
     """The dotted settings with more than one value across the rows that carry them (see :func:`settings_values`)."""
-    values, _ = settings_values(frames)
+    return _conflicting(settings_values(frames)[0])
+
+
+def _conflicting(values: dict[str, dict[str, set[str]]]) -> dict[str, dict[str, set[str]]]:
+    """The keys of :func:`settings_values`' first result that have more than one value, sorted."""
     return {key: found for key, found in sorted(values.items()) if len(found) > 1}
 
 
@@ -313,7 +317,7 @@ def check_settings(frames: dict[str, pd.DataFrame], allow_mixed: bool = False, c
     if unknown:
         log.warning("%d cells have no settings column (results from before it existed): their settings are "
                     "unknown and not compared: %s", len(unknown), _abbreviate(unknown))
-    conflicts = {key: found for key, found in sorted(values.items()) if len(found) > 1}
+    conflicts = _conflicting(values)
     if not conflicts:
         return conflicts
     message = conflicts_message(conflicts, current, results_dir)
