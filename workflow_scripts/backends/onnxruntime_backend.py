@@ -15,6 +15,102 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("entropy", "minmax", "percentile")
+# onnxruntime.int8_cpu_policy: detect the CPU (auto), or force the choice for a CPU with (vnni) or
+# without (no_vnni) 8-bit dot-product instructions.
+INT8_CPU_POLICIES = ("auto", "vnni", "no_vnni")
+INT8_TYPES = ("uint8", "int8")
+# /proc/cpuinfo flags of x86 8-bit dot products that accumulate u8 x s8 in 32 bits (no int16 saturation).
+X86_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# ARM: SDOT/UDOT (asimddp) and the int8 matrix multiply (i8mm).
+ARM_DOT_FLAGS = ("asimddp", "i8mm")
+
+
+def read_cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU feature flags of the first processor in ``cpuinfo`` ("flags" on x86, "Features" on ARM); "" if unreadable."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return value.strip()
+    return ""
+
+
+def _arch(machine: str) -> str:
+    machine = (machine or "").lower()
+    if machine in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return "x86"
+    if machine.startswith(("aarch64", "arm64", "armv8", "arm")):
+        return "arm"
+    return "other"
+
+
+def int8_cpu_policy(cpu_flags: str, machine: str, policy: str = "auto") -> dict:
+    """The ONNX Runtime INT8 settings that fit a CPU, following ONNX Runtime's quantization guidance.
+
+    On x86 ONNX Runtime computes U8S8 products with VPMADDUBSW where the CPU lacks VNNI: pairs of
+    u8 x s8 products are summed into int16 with saturation (255 * 127 * 2 > 32767), which loses
+    accuracy; 7-bit weights (``reduce_range``) keep the sum in range (255 * 64 * 2 < 32767). With
+    AVX512-VNNI, AVX-VNNI or AMX the products accumulate in int32 and full-range weights are exact.
+    ARM kernels widen before accumulating (and SDOT/UDOT, I8MM accumulate in int32): no saturation,
+    so no range reduction. ``policy`` "vnni"/"no_vnni" force the x86 choice whatever the flags say.
+
+    Returns ``reduce_range``, ``activation_type`` (for asymmetric activations; symmetric ones are
+    int8), ``weight_type``, ``cpu_dot_product`` (the flag found, or "none"), ``policy`` and a
+    ``reason``.
+    """
+    if policy not in INT8_CPU_POLICIES:
+        raise ConfigError(f"config key 'onnxruntime.int8_cpu_policy' is {policy!r}; use one of {INT8_CPU_POLICIES}")
+    flags = set((cpu_flags or "").lower().split())
+    arch = _arch(machine)
+    found = [f for f in (X86_DOT_FLAGS if arch == "x86" else ARM_DOT_FLAGS) if f in flags]
+    base = {"activation_type": "uint8", "weight_type": "int8", "policy": policy,
+            "cpu_dot_product": found[0] if found else "none"}
+    if policy == "vnni" or (policy == "auto" and arch == "x86" and found):
+        why = "forced by policy vnni" if policy == "vnni" else f"x86 CPU with {found[0]}"
+        return {**base, "reduce_range": False,
+                "reason": f"{why}: u8s8 products accumulate in int32, full 8-bit weights"}
+    if policy == "no_vnni" or (policy == "auto" and arch == "x86"):
+        why = "forced by policy no_vnni" if policy == "no_vnni" else "x86 CPU without VNNI/AMX"
+        return {**base, "reduce_range": True,
+                "reason": f"{why}: u8s8 pair sums saturate int16 (VPMADDUBSW), 7-bit weights (reduce_range)"}
+    if arch == "arm":
+        return {**base, "reduce_range": False,
+                "reason": f"ARM CPU ({'dot product ' + found[0] if found else 'no dot product'}): "
+                          "products widen before accumulating, full 8-bit weights"}
+    return {**base, "reduce_range": False, "reason": f"{machine or 'unknown'} CPU: no known saturation, full 8-bit weights"}
+
+
+def resolve_int8_settings(options: dict, cpu_flags: str | None = None, machine: str | None = None) -> dict:
+    """The INT8 type settings one build uses: the CPU policy, overridden by explicit option keys.
+
+    Option keys read: ``int8_cpu_policy`` (auto|vnni|no_vnni, default auto), ``reduce_range``
+    (bool), ``activation_type`` and ``weight_type`` ("uint8"|"int8"), ``symmetric_activations``
+    (bool: activations default to int8 when true). Explicit keys win over the policy.
+    """
+    import platform
+
+    policy = int8_cpu_policy(read_cpu_flags() if cpu_flags is None else cpu_flags,
+                             platform.machine() if machine is None else machine,
+                             str(options.get("int8_cpu_policy") or "auto"))
+    symmetric = bool(options.get("symmetric_activations", False))
+    settings = {
+        "reduce_range": bool(options["reduce_range"]) if options.get("reduce_range") is not None
+        else policy["reduce_range"],
+        "activation_type": options.get("activation_type") or ("int8" if symmetric else policy["activation_type"]),
+        "weight_type": options.get("weight_type") or policy["weight_type"],
+        "int8_cpu_policy": policy["policy"], "cpu_dot_product": policy["cpu_dot_product"],
+        "reason": policy["reason"],
+    }
+    for key in ("activation_type", "weight_type"):
+        if settings[key] not in INT8_TYPES:
+            raise ConfigError(f"onnxruntime INT8 option {key!r} is {settings[key]!r}; use one of {INT8_TYPES}")
+    if settings["activation_type"] == "int8" and settings["weight_type"] == "uint8":
+        raise ConfigError("onnxruntime INT8 cannot combine int8 activations with uint8 weights (S8U8); "
+                          "use weight_type int8, or activation_type uint8 (U8U8)")
+    return settings
 
 
 def version() -> str:
@@ -146,7 +242,10 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"config key 'calibration.method' is {method!r}; use one of {CALIBRATION_METHODS}")
     symmetric = bool(options.get("symmetric_activations", False))
-    facts: dict = {}
+    types = resolve_int8_settings(options)
+    log.info("INT8 types: reduce_range=%s activations %s weights %s (%s)", types["reduce_range"],
+             types["activation_type"], types["weight_type"], types["reason"])
+    facts: dict = {f"int8_{k}" if not k.startswith("int8_") else k: v for k, v in types.items()}
     with tempfile.TemporaryDirectory(prefix="edgeptq-int8-", dir=out.parent) as tmp_name:
         tmp = Path(tmp_name)
         prepared = tmp / "prepared.onnx"
@@ -160,11 +259,12 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
         save_tensors_data(ranges, cache)
         method_enum = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
                        "percentile": CalibrationMethod.Percentile}[method]
+        qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         quantize_static(
             str(prepared), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            per_channel=bool(options.get("per_channel", True)),
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=method_enum,
+            per_channel=bool(options.get("per_channel", True)), reduce_range=types["reduce_range"],
+            activation_type=qtype[types["activation_type"]],
+            weight_type=qtype[types["weight_type"]], calibrate_method=method_enum,
             calibration_cache_path=str(cache), extra_options={"ActivationSymmetric": symmetric},
             # Mixed precision: op types and nodes named here stay float (no QDQ around them).
             op_types_to_quantize=quantizable_op_types(options.get("exclude_op_types")),
