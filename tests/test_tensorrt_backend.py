@@ -1,9 +1,10 @@
 """TensorRT backend: what can be checked without a GPU, plus a GPU test that skips without one.
 
-Polygraphy's loaders (NetworkFromOnnxPath, CreateConfig, PostprocessConfig, EngineFromNetwork,
+Polygraphy's loaders (NetworkFromOnnxPath, CreateConfig, PostprocessConfig, EngineBytesFromNetwork,
 Profile) construct lazily without ``tensorrt``; its ``Calibrator`` does not (it subclasses
 ``trt.IInt8EntropyCalibrator2`` at construction), so here a stand-in object plays the calibrator
-and the data loader it would read is tested on its own.
+and the data loader it would read is tested on its own (tests/test_tensorrt_defects.py runs it
+through Polygraphy's own input check). Device-side: runs under Python 3.8/3.10 without TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workflow_scripts.backends import resolve_backend, tensorrt as trt_backend
+from workflow_scripts.backends import tensorrt as trt_backend
+from workflow_scripts.backends.tensorrt import availability
 from workflow_scripts.errors import BackendUnavailable, ConfigError
 
 pytest.importorskip("polygraphy")
+pytestmark = pytest.mark.device
 
 TRT_OK, TRT_REASON = trt_backend.is_available()
-# The stand-in for the ``tensorrt`` module: make_loader_chain only needs the memory-pool enum.
-FAKE_TRT = SimpleNamespace(MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"))
+# The stand-in for the ``tensorrt`` module: make_loader_chain needs the version and memory-pool enum.
+FAKE_TRT = SimpleNamespace(__version__="10.3.0", MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"))
 SPEC = ("input_1", [None, 28, 28, 3])  # name and shape as tf2onnx writes a Keras NHWC input
 BASE = {"batch_size": 8, "max_batch_size": 32, "workspace_mb": 512, "device": "test-device"}
 
@@ -78,11 +81,12 @@ def test_dynamic_spatial_dims_need_input_shape():
 
 def test_timing_cache_and_optimization_level_passed_through():
     chain = chain_for(
-        "fp16", {"timing_cache": "results/{device}/timing.cache", "builder_optimization_level": 5}
+        "fp16", {"timing_cache": "results/{device}/timing.cache", "builder_optimization_level": 5,
+                 "reuse_timing_cache": True}
     )
     cfg = create_config(chain)
-    assert cfg.timing_cache_path == "results/test-device/timing.cache"
-    assert chain.timing_cache_path == "results/test-device/timing.cache"
+    assert cfg.timing_cache_path == "results/test-device/timing.trt-10.3.0.cache"
+    assert chain.timing_cache_path == "results/test-device/timing.trt-10.3.0.cache"
     assert cfg.builder_optimization_level == 5
 
 
@@ -139,6 +143,22 @@ def test_onnx_input_spec_reads_name_and_dynamic_batch(tmp_path):
 # --- calibration data loader -------------------------------------------------------------------
 
 
+def test_option_defaults_come_from_the_schema():
+    import yaml
+
+    from workflow_scripts.backends.tensorrt import options
+
+    block = yaml.safe_load(options.SCHEMA_PATH.read_text())["properties"]["tensorrt"]["properties"]
+    opts = trt_backend.normalize_options({})
+    for key, rules in block.items():
+        assert opts[key] == rules.get("default"), key
+    # The schema's bounds are the backend's bounds.
+    low = block["workspace_mb"]["minimum"]
+    trt_backend.normalize_options({"workspace_mb": low})
+    with pytest.raises(ConfigError, match="workspace_mb"):
+        trt_backend.normalize_options({"workspace_mb": low - 1})
+
+
 def test_calibration_loader_yields_exactly_the_batches():
     rng = np.random.default_rng(0)
     batches = [rng.uniform(0, 255, (8, 28, 28, 3)).astype(np.float32) for _ in range(3)]
@@ -149,15 +169,17 @@ def test_calibration_loader_yields_exactly_the_batches():
         for d, b in zip(fed, batches):
             assert d["input_1"].dtype == np.float32 and d["input_1"].flags.c_contiguous
             np.testing.assert_array_equal(d["input_1"], b)
-        assert loader.yielded == 3 and loader.skipped == 0
+        assert loader.yielded == 3 and loader.padded == 0 and loader.images == 24
 
 
-def test_calibration_loader_skips_short_last_batch_and_transposes_nchw():
-    batches = [np.ones((8, 4, 4, 3), np.float32), np.ones((5, 4, 4, 3), np.float32)]
+def test_calibration_loader_tops_up_short_last_batch_and_transposes_nchw():
+    batches = [np.full((8, 4, 4, 3), 1, np.float32), np.full((5, 4, 4, 3), 2, np.float32)]
     loader = trt_backend.CalibrationData(lambda: iter(batches), "x", batch_size=8, layout="NCHW")
     fed = list(loader)
-    assert len(fed) == 1 and fed[0]["x"].shape == (8, 3, 4, 4)
-    assert loader.skipped == 1
+    assert [f["x"].shape for f in fed] == [(8, 3, 4, 4)] * 2
+    # The 5 last images, then 3 from the start of the stream.
+    assert [float(v) for v in fed[1]["x"][:, 0, 0, 0]] == [2] * 5 + [1] * 3
+    assert loader.padded == 3 and loader.images == 13
 
 
 # --- calibration cache -------------------------------------------------------------------------
@@ -208,15 +230,17 @@ def test_version_mismatch_deletes_cache_for_rebuild(tmp_path, caplog):
 def test_unavailable_here_is_reported_not_raised():
     ok, reason = trt_backend.is_available()
     assert ok is False and reason
-    with pytest.raises(BackendUnavailable, match="asks for tensorrt") as info:
-        resolve_backend("tensorrt")
-    assert reason in str(info.value) and "backend=onnxruntime" in str(info.value)
-    assert resolve_backend("auto") == "onnxruntime"
+    with pytest.raises(BackendUnavailable, match="docs/tensorrt.md"):
+        trt_backend.version()
 
 
 def test_missing_tensorrt_package_reason(monkeypatch):
-    monkeypatch.setattr(trt_backend.importlib.util, "find_spec", lambda name: None)
-    ok, reason = trt_backend.is_available()
+    availability.probe.cache_clear()
+    monkeypatch.setattr(availability.importlib.util, "find_spec", lambda name: None)
+    try:
+        ok, reason = trt_backend.is_available()
+    finally:
+        availability.probe.cache_clear()
     assert not ok and "'tensorrt' is not installed" in reason
 
 
@@ -274,9 +298,10 @@ def test_engine_matches_onnxruntime(tmp_path, precision, atol):
     onnx_path = make_tiny_onnx(tmp_path / "tiny.onnx")
     rng = np.random.default_rng(1)
     batches = [rng.uniform(0, 255, (4, 4, 4, 3)).astype(np.float32) for _ in range(6)]
+    # The workflow's defaults: profile optimum batch 1 (benchmark.batch_size), calibration batches of 4.
     facts = trt_backend.build_engine(
         onnx_path, tmp_path / f"tiny.{precision}.engine", precision, lambda: iter(batches),
-        {"batch_size": 4, "max_batch_size": 8, "device": "gpu-test"}, tmp_path,
+        {"batch_size": 1, "max_batch_size": 8, "device": "gpu-test"}, tmp_path,
     )
     assert facts["engine_bytes"] > 0 and facts["build_s"] > 0
     assert (tmp_path / f"tiny.{precision}.engine").stat().st_size == facts["engine_bytes"]
@@ -287,6 +312,7 @@ def test_engine_matches_onnxruntime(tmp_path, precision, atol):
         for batch in batches[:3] + [batches[0][:3]]:  # the last one has a smaller batch
             expected = session.run(None, {"images": batch})[0]
             timed = runner.timed_infer(batch)
+            np.testing.assert_array_equal(runner.run(batch), timed.scores)
             assert timed.scores.shape == expected.shape
             assert min(timed.h2d_ms, timed.compute_ms, timed.d2h_ms) >= 0
             if atol is None:  # int8: classes must mostly agree
@@ -298,28 +324,8 @@ def test_engine_matches_onnxruntime(tmp_path, precision, atol):
         runner.close()
     if precision == "int8":
         cache = tmp_path / "tiny.int8.cache"
-        assert cache.is_file() and facts["calibration_batches"] == 6
+        assert cache.is_file() and facts["calibration_batches"] == 24
         ok, why = trt_backend.calibration_cache_is_valid(
             cache, facts["tensorrt_version"], "gpu-test", trt_backend.file_sha256(onnx_path)
         )
         assert ok, why
-
-
-def test_qdq_model_for_explicit_quantization_is_symmetric(tmp_path, onnx_path, digits_dir):
-    """int8_mode: qdq feeds TensorRT a Q/DQ model; TensorRT needs int8 zero points of 0 everywhere."""
-    import onnx
-    from onnx import numpy_helper
-
-    from workflow_scripts.backends.tensorrt import make_qdq_model
-    from workflow_scripts.engine import calibration_source
-
-    out = tmp_path / "qdq.onnx"
-    facts = make_qdq_model(onnx_path, out, calibration_source(digits_dir, 32, 16, seed=0), {"method": "entropy"})
-    assert facts["calibration_images"] == 32
-    model = onnx.load(str(out))
-    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert len(quantize) > 10
-    for node in quantize:
-        zero_point = initializers[node.input[2]]
-        assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
