@@ -146,6 +146,8 @@ def fake_tensorrt(version: str = "8.5.2.2") -> types.SimpleNamespace:
         TensorIOMode=types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"),
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"),
         IInt8EntropyCalibrator2=type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None}),
+        IInt8LegacyCalibrator=type("IInt8LegacyCalibrator", (), {}),
+        IInt8Calibrator=type("IInt8Calibrator", (), {}),
         Runtime=_Runtime,
         init_libnvinfer_plugins=lambda logger, namespace: True,
     )
