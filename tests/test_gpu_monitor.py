@@ -27,6 +27,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.device
+
 from workflow_scripts import gpu_monitor
 from workflow_scripts.gpu_monitor import TegrastatsSampler, make_gpu_sampler, parse_tegrastats_line
 
@@ -168,14 +170,58 @@ def test_default_tegrastats_argv_uses_interval_ms(monkeypatch):
     class FakePopen:
         def __init__(self, argv, **kwargs):
             started["argv"] = argv
-            self.stdout = iter(())
+            self.stdout = None
 
         def poll(self):
             return 0
 
     monkeypatch.setattr(gpu_monitor.subprocess, "Popen", FakePopen)
-    TegrastatsSampler(0.25)
-    assert started["argv"] == ["tegrastats", "--interval", "250"]
+    TegrastatsSampler(2.0).close()
+    assert started["argv"] == ["tegrastats", "--interval", "2000"]
+
+
+def test_tegrastats_never_runs_at_the_monitor_10hz(monkeypatch):
+    """Issue 13, defect 10: the monitor samples at 0.1 s; tegrastats must not run that fast."""
+    started = {}
+
+    class FakePopen:
+        def __init__(self, argv, **kwargs):
+            started["argv"] = argv
+            self.stdout = None
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(gpu_monitor.subprocess, "Popen", FakePopen)
+    TegrastatsSampler(0.1).close()
+    interval_ms = int(started["argv"][2])
+    assert interval_ms >= 500 and interval_ms == gpu_monitor.tegrastats_interval_ms(0.1)
+
+
+def test_tegrastats_lines_arrive_while_it_runs_not_at_exit(tmp_path, monkeypatch):
+    """Issue 13, defect 10: a stdio program block-buffers a pipe; the sampler must see lines at once.
+
+    The stand-in prints one line without flushing (as tegrastats does) and keeps running: through a
+    pipe the line would sit in its 8 KiB buffer until exit, 60 s later.
+    """
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    fake = tmp_path / "buffered_tegrastats.py"
+    fake.write_text(textwrap.dedent(f"""
+        import time
+        print({XAVIER_NX_JP5!r})
+        time.sleep(60)
+    """))
+    sampler = TegrastatsSampler(1.0, argv=[sys.executable, str(fake)])
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while sampler.lines_read < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sampler.line_buffered
+        assert sampler.sample().get("ram_total_mb") == 6854
+    finally:
+        sampler.close()
 
 
 # --- sampler selection -----------------------------------------------------------------------

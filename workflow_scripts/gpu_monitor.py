@@ -16,11 +16,17 @@ abort a benchmark.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
 import threading
-from typing import Protocol, Sequence
+from typing import Dict, Optional, Sequence
+
+try:
+    from typing import Protocol
+except ImportError:  # Python 3.7
+    Protocol = object  # type: ignore
 
 from .device import jetson_model
 
@@ -118,39 +124,85 @@ def parse_tegrastats_line(line: str) -> dict[str, float]:
     return out
 
 
+# tegrastats is itself a process reading sysfs and /proc: at the monitor's 10 Hz it loads a Jetson's
+# CPU during the very benchmark it observes. It never runs faster than this (its own default is 1 s).
+TEGRASTATS_MIN_INTERVAL_S = 0.5
+
+
+def tegrastats_interval_ms(interval_s: float) -> int:
+    """tegrastats' --interval for a monitor interval: never below TEGRASTATS_MIN_INTERVAL_S."""
+    return int(round(max(float(interval_s), TEGRASTATS_MIN_INTERVAL_S) * 1000))
+
+
 class TegrastatsSampler:
     """Runs tegrastats in the background; ``sample()`` returns the most recent parsed line.
 
-    A reader thread keeps only the latest line, so a slow monitor never blocks tegrastats and
-    never sees stale buffered output. Without root, some releases omit GR3D_FREQ; the keys then
-    simply do not appear.
+    tegrastats writes through C stdio, which block-buffers a pipe: lines would arrive in 4 KiB
+    bursts, minutes late at 0.5 s per line. Its stdout is therefore a pseudo-terminal, on which
+    stdio flushes every line (where no pty can be opened, a pipe is the fallback). A reader thread
+    keeps only the latest line, so a slow monitor never blocks tegrastats. Without root, some
+    releases omit GR3D_FREQ; the keys then simply do not appear.
     """
 
-    def __init__(self, interval_s: float = 0.5, argv: Sequence[str] | None = None) -> None:
-        interval_ms = max(int(round(interval_s * 1000)), 10)
-        self.argv = list(argv) if argv is not None else ["tegrastats", "--interval", str(interval_ms)]
-        self._latest: dict[str, float] = {}
+    def __init__(self, interval_s: float = 1.0, argv: Optional[Sequence[str]] = None) -> None:
+        self.interval_ms = tegrastats_interval_ms(interval_s)
+        self.argv = list(argv) if argv is not None else ["tegrastats", "--interval", str(self.interval_ms)]
+        self._latest: Dict[str, float] = {}
         self._lock = threading.Lock()
         self._lines = 0
-        self._proc = subprocess.Popen(
-            self.argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
+        self._master: Optional[int] = None
+        try:
+            import pty
+
+            self._master, slave = pty.openpty()
+        except (ImportError, OSError):
+            slave = None
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdout=slave if slave is not None else subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except BaseException:
+            if self._master is not None:
+                os.close(self._master)
+            raise
+        finally:
+            if slave is not None:
+                os.close(slave)  # the child holds its own copy
+        self.line_buffered = slave is not None
         self._thread = threading.Thread(target=self._read, name="tegrastats-reader", daemon=True)
         self._thread.start()
 
+    def _chunks(self):
+        """Raw output as it arrives (EIO from a pty whose child has exited means end of output)."""
+        if self._master is None:
+            assert self._proc.stdout is not None
+            fd = self._proc.stdout.fileno()
+        else:
+            fd = self._master
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            yield chunk
+
     def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            parsed = parse_tegrastats_line(line)
-            if parsed:
-                with self._lock:
-                    self._latest = parsed
-                    self._lines += 1
+        pending = b""
+        for chunk in self._chunks():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                parsed = parse_tegrastats_line(raw.decode(errors="replace").strip("\r"))
+                if parsed:
+                    with self._lock:
+                        self._latest = parsed
+                        self._lines += 1
 
     @property
     def lines_read(self) -> int:
@@ -158,7 +210,7 @@ class TegrastatsSampler:
         with self._lock:
             return self._lines
 
-    def sample(self) -> dict[str, float]:
+    def sample(self) -> Dict[str, float]:
         """The metrics of the latest tegrastats line (empty before the first line arrives)."""
         with self._lock:
             return dict(self._latest)
@@ -172,9 +224,15 @@ class TegrastatsSampler:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(timeout=3)
+        self._thread.join(timeout=3)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
-        self._thread.join(timeout=3)
+        if self._master is not None:
+            try:
+                os.close(self._master)
+            except OSError:
+                pass
+            self._master = None
 
 
 # --- NVML -------------------------------------------------------------------------------------
@@ -229,7 +287,7 @@ class NvmlSampler:
                 pass
 
 
-def make_gpu_sampler(interval_s: float = 0.5) -> Sampler | None:
+def make_gpu_sampler(interval_s: float = 1.0) -> "Sampler | None":
     """tegrastats on Jetson, NVML on a discrete NVIDIA GPU, None elsewhere (never raises)."""
     if jetson_model() is not None:
         if shutil.which("tegrastats"):
