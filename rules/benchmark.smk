@@ -1,22 +1,24 @@
 rule benchmark_latency:
     input:
         data_files,
-        engine=f"{{results}}/{{device}}/{{backend}}/{{dataset}}_{{size}}px/{{model}}/{{precision}}.{ENGINE_EXT}",
+        engine=engine_of,
     output:
-        summary="{results}/{device}/{backend}/{dataset}_{size}px/{model}/{precision}_latency.parquet",
-        samples="{results}/{device}/{backend}/{dataset}_{size}px/{model}/{precision}_latency_samples.parquet",
-        resources="{results}/{device}/{backend}/{dataset}_{size}px/{model}/{precision}_latency_resources.parquet",
+        summary=paths.engine_table("latency"),
+        samples=paths.engine_table("latency_samples"),
+        resources=paths.engine_table("latency_resources"),
     params:
         data_dir=data_dir,
-        benchmark=config["benchmark"],
-        interval_s=config["monitor"]["interval_s"],
+        settings=settings_param("benchmark_latency"),
         labels=engine_labels,
         provenance=provenance_params,
     # A measuring job never runs beside another job.
-    threads: workflow.cores
+    threads: job_cores
+    resources:
+        mem_mb=config["resources"]["benchmark_latency"]["mem_mb"],
+        runtime=config["resources"]["benchmark_latency"]["runtime"],
     log:
-        "{results}/logs/benchmark_latency/{device}/{backend}/{dataset}_{size}px/{model}/{precision}.log",
+        paths.log_file("benchmark_latency", paths.engine_table("latency")),
     conda:
-        BACKEND_ENV
+        backend_env
     script:
         "../workflow_scripts/shims/benchmark_latency.py"

@@ -8,9 +8,9 @@ from snakemake.utils import validate
 # The workflow's own package must import without installation too (plain clone, dry run).
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from workflow_scripts import paths  # noqa: E402
-from workflow_scripts.backends import check_backend_options, resolve_backend  # noqa: E402
-from workflow_scripts.config import check_config  # noqa: E402
+# Only light modules here: planning never imports pandas, scipy, TensorFlow or a runtime.
+from workflow_scripts import paths, registry  # noqa: E402
+from workflow_scripts.config import check_config, check_renamed_keys, rule_settings  # noqa: E402
 from workflow_scripts.device import detect_device_tag  # noqa: E402
 from workflow_scripts.errors import ConfigError  # noqa: E402
 
@@ -35,7 +35,7 @@ def schema_error_message(exc):
 
 def check_results_dir(results_dir):
     """The output folder must be creatable and writable: fail before planning, naming config key results_dir."""
-    folder = Path(results_dir).expanduser()
+    folder = Path(results_dir)
     existing = folder
     while not existing.exists():
         existing = existing.parent
@@ -52,6 +52,7 @@ def check_results_dir(results_dir):
         )
 
 
+check_renamed_keys(config)
 try:
     validate(config, "../config/schema.yaml", set_default=True)
 except WorkflowError as exc:
@@ -62,32 +63,33 @@ check_results_dir(config["results_dir"])
 RESULTS = config["results_dir"]
 SIZE = config["input_size"]
 DEVICE = detect_device_tag(config["device"])
-BACKEND = resolve_backend(config["backend"])
-check_backend_options(BACKEND, config)
-ENGINE_EXT = paths.ENGINE_SUFFIX[BACKEND]
-# Engine jobs run in the chosen backend's environment.
-BACKEND_ENV = f"../envs/{BACKEND}.yaml"
+BACKENDS = registry.resolve_backends(config["backends"])
+for _backend in BACKENDS:
+    registry.check_backend_config(_backend, config)
+# The backend of the ONNX Runtime-only parts (the calibration study), and its engine suffix.
+BACKEND = "onnxruntime" if "onnxruntime" in BACKENDS else BACKENDS[0]
+ENGINE_EXT = registry.ENGINE_SUFFIX[BACKEND]
 
 # Where each rule's log goes: one folder, mirroring the artifact it explains.
 LOGS = f"{RESULTS}/logs"
 
 
 wildcard_constraints:
-    dataset="|".join(["digits", "cifar100", "oxford_flowers102"]),
-    model="|".join(
-        [
-            "MobileNetV3Small",
-            "MobileNetV3Large",
-            "EfficientNetB1",
-            "EfficientNetB3",
-            "DenseNet169",
-            "DenseNet201",
-        ]
-    ),
-    precision="fp32|fp16|int8",
+    dataset="|".join(registry.DATASETS),
+    model="|".join(registry.MODELS),
+    precision="|".join(registry.PRECISIONS),
     size=r"\d+",
     device=r"[a-z0-9][a-z0-9-]*",
-    backend="onnxruntime|tensorrt",
+    backend="|".join(registry.BACKENDS),
+
+
+def job_cores(wildcards=None):
+    """Every core of the run, for measuring jobs (they never run beside another job); 1 where the
+    command gives no --cores and runs nothing (--report, --unlock)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def data_dir(w):
@@ -96,13 +98,42 @@ def data_dir(w):
 
 def data_files(w):
     """The prepared split files a job reads."""
-    folder = data_dir(w)
-    names = [f"{split}_{kind}.npy" for split in paths.SPLITS for kind in ("images", "labels")]
-    return [f"{folder}/{name}" for name in names] + [f"{folder}/meta.json"]
+    names = [f"{split}_{kind}.npy" for split in paths.SPLITS for kind in ("images", "labels")] + ["meta.json"]
+    return [paths.data_file(name).format(results=RESULTS, dataset=w.dataset, size=w.size) for name in names]
 
 
-# The config hash is not a param: a param change reruns a job, and the hash changes with every
-# setting. Shims compute it from snakemake.config instead (workflow_scripts.shims.provenance_of).
+def settings_param(rule):
+    """The ``settings`` param of ``rule``: the config values its job reads and its rows compare.
+
+    ``rule`` is the logical rule of config.RULE_SETTINGS (build_engine_<backend> is build_engine);
+    the dict also names it (``rule``) for the job."""
+
+    def settings(w):
+        return {"rule": rule, **rule_settings(config, rule, precision=w.get("precision"),
+                                              backend=w.get("backend"), dataset=w.get("dataset"))}
+
+    return settings
+
+
+def engine_source(w):
+    """What an engine is built from: the ONNX export, or the Keras model for Keras-native backends."""
+    fields = dict(results=RESULTS, device=w.device, dataset=w.dataset, size=w.size, model=w.model)
+    if registry.backend(w.backend).source == "keras":
+        return paths.model_file("model.keras").format(**fields)
+    return paths.onnx_file("model.onnx").format(**fields)
+
+
+def engine_of(w):
+    """The engine file of the job's backend and precision (its suffix comes from the registry)."""
+    return paths.engine_file(RESULTS, w.device, w.backend, w.dataset, w.size, w.model, w.precision)
+
+
+def backend_env(w):
+    """The environment file of the job's backend (registry entry ``env``)."""
+    return str(Path(workflow.basedir) / registry.backend(w.backend).env)
+
+
+# Provenance params hold no config value (the settings param does): device and backend labels.
 def provenance_params(w):
     return {"device": w.device, "backend": w.backend}
 
@@ -112,11 +143,10 @@ def export_provenance(w):
 
 
 def backend_options(w):
-    """Backend build options; TensorRT's settings only reach TensorRT builds."""
+    """Per-job facts a backend's build needs besides its settings (paths, shapes, the device)."""
     if w.backend != "tensorrt":
         return {}
     return {
-        **config["tensorrt"],
         "device": w.device,
         # Timing caches are per device and TensorRT version: they live under the device.
         "timing_cache": f"{RESULTS}/{w.device}/tensorrt/timing.cache",
@@ -130,37 +160,42 @@ def engine_labels(w):
 
 
 def matrix(pattern, **extra):
-    """Expand a path pattern over the configured models x datasets (x precisions if named)."""
-    paths_ = expand(
-        pattern,
+    """Expand a path pattern over the configured models x datasets x backends (x precisions if named)."""
+    fields = dict(
         results=RESULTS,
         device=DEVICE,
-        backend=BACKEND,
+        backend=BACKENDS,
         size=SIZE,
         dataset=config["datasets"],
         model=config["models"],
         precision=config["precisions"],
-        ext=ENGINE_EXT,
-        **extra,
     )
+    fields.update(extra)
+    if "{ext}" in pattern:
+        # The suffix follows the backend: expand per backend.
+        backends = fields.pop("backend")
+        out = []
+        for name in [backends] if isinstance(backends, str) else backends:
+            out += expand(pattern, backend=name, ext=registry.ENGINE_SUFFIX[name], **fields)
+        return list(dict.fromkeys(out))
     # expand() takes the product over every list, used in the pattern or not: drop repeats.
-    return list(dict.fromkeys(paths_))
+    return list(dict.fromkeys(expand(pattern, **fields)))
 
 
-ENGINE_DIR = "{results}/{device}/{backend}/{dataset}_{size}px/{model}"
+ENGINE_DIR = paths.ENGINE_DIR
 
 
 def summary_inputs():
     """Every per-engine table the summary reads, for the current matrix."""
     return {
-        "export_files": matrix("{results}/{device}/onnx/{dataset}_{size}px/{model}/export.parquet"),
-        "export_resource_files": matrix("{results}/{device}/onnx/{dataset}_{size}px/{model}/export_resources.parquet"),
-        "build_files": matrix(f"{ENGINE_DIR}/{{precision}}_build.parquet"),
-        "build_resource_files": matrix(f"{ENGINE_DIR}/{{precision}}_build_resources.parquet"),
-        "latency_files": matrix(f"{ENGINE_DIR}/{{precision}}_latency.parquet"),
-        "accuracy_files": matrix(f"{ENGINE_DIR}/{{precision}}_accuracy.parquet"),
-        "prediction_files": matrix(f"{ENGINE_DIR}/{{precision}}_predictions.parquet"),
-        "keras_accuracy_files": matrix("{results}/models/{dataset}_{size}px/{model}/accuracy.parquet"),
+        "export_files": matrix(paths.onnx_file("export.parquet")),
+        "export_resource_files": matrix(paths.onnx_file("export_resources.parquet")),
+        "build_files": matrix(paths.engine_table("build")),
+        "build_resource_files": matrix(paths.engine_table("build_resources")),
+        "latency_files": matrix(paths.engine_table("latency")),
+        "accuracy_files": matrix(paths.engine_table("accuracy")),
+        "prediction_files": matrix(paths.engine_table("predictions")),
+        "keras_accuracy_files": matrix(paths.model_file("accuracy.parquet")),
     }
 
 
@@ -197,19 +232,20 @@ def summary_rule_inputs():
     """The current matrix's per-engine tables the summary reads, raw latency samples included."""
     return {
         **summary_inputs(),
-        "latency_samples_files": matrix(f"{ENGINE_DIR}/{{precision}}_latency_samples.parquet"),
+        "latency_samples_files": matrix(paths.engine_table("latency_samples")),
     }
 
 
 def summary_params():
     """What the summary job needs besides its inputs: where to look for other devices, the seed."""
-    from workflow_scripts.summarize import results_fingerprint
+    from workflow_scripts.discovery import results_fingerprint
 
     files = summary_rule_inputs()
     return {
         **files,
         "results_dir": RESULTS,
         "seed": config["seed"],
+        "ignore_folders": config["summary"]["ignore_folders"],
         "other_results": results_fingerprint(RESULTS, files),
     }
 

@@ -1,15 +1,17 @@
 rule prepare_dataset:
     output:
-        images=expand("{{results}}/data/{{dataset}}_{{size}}px/{split}_images.npy", split=paths.SPLITS),
-        labels=expand("{{results}}/data/{{dataset}}_{{size}}px/{split}_labels.npy", split=paths.SPLITS),
-        meta="{results}/data/{dataset}_{size}px/meta.json",
+        images=expand(paths.data_file("{split}_images.npy"), split=paths.SPLITS, allow_missing=True),
+        labels=expand(paths.data_file("{split}_labels.npy"), split=paths.SPLITS, allow_missing=True),
+        meta=paths.data_file("meta.json"),
     params:
+        settings=settings_param("prepare_dataset"),
         resources_dir=config["resources_dir"],
         verify_checksums=config["verify_checksums"],
-        split=config["split"],
-        seed=config["seed"],
+    resources:
+        mem_mb=config["resources"]["prepare_dataset"]["mem_mb"],
+        runtime=config["resources"]["prepare_dataset"]["runtime"],
     log:
-        "{results}/logs/prepare_dataset/{dataset}_{size}px.log",
+        paths.log_file("prepare_dataset", paths.DATA_DIR),
     conda:
         "../envs/data.yaml"
     script:

@@ -1,45 +1,68 @@
-rule build_engine:
-    input:
-        data_files,
-        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
-    output:
-        engine=f"{{results}}/{{device}}/{{backend}}/{{dataset}}_{{size}}px/{{model}}/{{precision,fp32|fp16}}.{ENGINE_EXT}",
-        build="{results}/{device}/{backend}/{dataset}_{size}px/{model}/{precision,fp32|fp16}_build.parquet",
-        resources="{results}/{device}/{backend}/{dataset}_{size}px/{model}/{precision,fp32|fp16}_build_resources.parquet",
-    params:
-        data_dir=data_dir,
-        calibration={},
-        backend_options=backend_options,
-        compression=config["compression"],
-        interval_s=config["monitor"]["interval_s"],
-        seed=config["seed"],
-        provenance=provenance_params,
-    # Timed stage: it takes every core so no other job disturbs the measurement.
-    threads: workflow.cores
-    log:
-        "{results}/logs/build_engine/{device}/{backend}/{dataset}_{size}px/{model}/{precision}.log",
-    conda:
-        BACKEND_ENV
-    script:
-        "../workflow_scripts/shims/build_engine.py"
+# One build rule per backend and precision kind (build_engine_<backend>, build_int8_engine_<backend>):
+# an engine file carries its backend's suffix (registry), and Snakemake needs every output of a
+# rule to share its wildcards, so the suffix cannot be a wildcard of its own.
+for _name, _entry in registry.BACKENDS.items():
+    _engine = paths.ENGINE.replace("{ext}", _entry.suffix)
+    _int8 = _engine.replace("{precision}", "int8")
 
+    rule:
+        name:
+            f"build_engine_{_name}"
+        input:
+            data_files,
+            source=engine_source,
+        output:
+            engine=_engine,
+            build=paths.engine_table("build"),
+            resources=paths.engine_table("build_resources"),
+        wildcard_constraints:
+            backend=_name,
+            precision="fp32|fp16",
+        params:
+            data_dir=data_dir,
+            settings=settings_param("build_engine"),
+            backend_options=backend_options,
+            provenance=provenance_params,
+        # Timed stage: it takes every core so no other job disturbs the measurement.
+        threads: job_cores
+        resources:
+            mem_mb=config["resources"]["build_engine"]["mem_mb"],
+            runtime=config["resources"]["build_engine"]["runtime"],
+        log:
+            paths.log_file("build_engine", _engine),
+        conda:
+            f"../{_entry.env}"
+        script:
+            "../workflow_scripts/shims/build_engine.py"
 
-# INT8 has its own rule: it also writes the calibration table, and only it sees the
-# calibration settings, so changing them reruns the INT8 builds and nothing else.
-use rule build_engine as build_int8_engine with:
-    output:
-        engine=f"{{results}}/{{device}}/{{backend}}/{{dataset}}_{{size}}px/{{model}}/int8.{ENGINE_EXT}",
-        build="{results}/{device}/{backend}/{dataset}_{size}px/{model}/int8_build.parquet",
-        resources="{results}/{device}/{backend}/{dataset}_{size}px/{model}/int8_build_resources.parquet",
-        calibration_json="{results}/{device}/{backend}/{dataset}_{size}px/{model}/int8_calibration.json",
-        calibration_cache="{results}/{device}/{backend}/{dataset}_{size}px/{model}/int8_calibration.cache",
-    params:
-        data_dir=data_dir,
-        calibration=config["calibration"],
-        backend_options=backend_options,
-        compression=config["compression"],
-        interval_s=config["monitor"]["interval_s"],
-        seed=config["seed"],
-        provenance=provenance_params,
-    log:
-        "{results}/logs/build_engine/{device}/{backend}/{dataset}_{size}px/{model}/int8.log",
+    # INT8 has its own rule: it also writes the calibration table, and only it sees the
+    # calibration settings, so changing them reruns the INT8 builds and nothing else.
+    rule:
+        name:
+            f"build_int8_engine_{_name}"
+        input:
+            data_files,
+            source=engine_source,
+        output:
+            engine=_int8,
+            build=paths.engine_table("build", precision="int8"),
+            resources=paths.engine_table("build_resources", precision="int8"),
+            calibration_json=paths.engine_side_file("calibration.json", precision="int8"),
+            calibration_cache=paths.engine_side_file("calibration.cache", precision="int8"),
+        wildcard_constraints:
+            backend=_name,
+        params:
+            data_dir=data_dir,
+            settings=settings_param("build_int8_engine"),
+            backend_options=backend_options,
+            provenance=provenance_params,
+        threads: job_cores
+        resources:
+            mem_mb=config["resources"]["build_engine"]["mem_mb"],
+            runtime=config["resources"]["build_engine"]["runtime"],
+        log:
+            paths.log_file("build_engine", _int8),
+        conda:
+            f"../{_entry.env}"
+        script:
+            "../workflow_scripts/shims/build_engine.py"

@@ -1,18 +1,21 @@
 rule evaluate_engine:
     input:
         data_files,
-        engine=f"{{results}}/{{device}}/{{backend}}/{{dataset}}_{{size}}px/{{model}}/{{precision}}.{ENGINE_EXT}",
+        engine=engine_of,
     output:
-        accuracy="{results}/{device}/{backend}/{dataset}_{size}px/{model}/{precision}_accuracy.parquet",
-        predictions="{results}/{device}/{backend}/{dataset}_{size}px/{model}/{precision}_predictions.parquet",
+        accuracy=paths.engine_table("accuracy"),
+        predictions=paths.engine_table("predictions"),
     params:
         data_dir=data_dir,
-        evaluate=config["evaluate"],
+        settings=settings_param("evaluate_engine"),
         labels=engine_labels,
         provenance=provenance_params,
+    resources:
+        mem_mb=config["resources"]["evaluate_engine"]["mem_mb"],
+        runtime=config["resources"]["evaluate_engine"]["runtime"],
     log:
-        "{results}/logs/evaluate_engine/{device}/{backend}/{dataset}_{size}px/{model}/{precision}.log",
+        paths.log_file("evaluate_engine", paths.engine_table("accuracy")),
     conda:
-        BACKEND_ENV
+        backend_env
     script:
         "../workflow_scripts/shims/evaluate_engine.py"

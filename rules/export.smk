@@ -1,21 +1,22 @@
 rule export_onnx:
     input:
         data_files,
-        model="{results}/models/{dataset}_{size}px/{model}/model.keras",
+        model=paths.model_file("model.keras"),
     output:
-        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
-        timings="{results}/{device}/onnx/{dataset}_{size}px/{model}/export.parquet",
-        resources="{results}/{device}/onnx/{dataset}_{size}px/{model}/export_resources.parquet",
+        onnx=paths.onnx_file("model.onnx"),
+        timings=paths.onnx_file("export.parquet"),
+        resources=paths.onnx_file("export_resources.parquet"),
     params:
         data_dir=data_dir,
-        export=config["export"],
-        compression=config["compression"],
-        interval_s=config["monitor"]["interval_s"],
+        settings=settings_param("export_onnx"),
         provenance=export_provenance,
     # Timed stage: it takes every core so no other job disturbs the measurement.
-    threads: workflow.cores
+    threads: job_cores
+    resources:
+        mem_mb=config["resources"]["export_onnx"]["mem_mb"],
+        runtime=config["resources"]["export_onnx"]["runtime"],
     log:
-        "{results}/logs/export_onnx/{device}/{dataset}_{size}px/{model}.log",
+        paths.log_file("export_onnx", paths.ONNX_DIR),
     conda:
         "../envs/tensorflow.yaml"
     script:

@@ -13,6 +13,9 @@ rule summarize:
         inputs=summary_params(),
         # Rows of different comparable settings fail the job unless this is true (summarize.check_settings).
         allow_mixed_configs=config["summary"]["allow_mixed_configs"],
+    resources:
+        mem_mb=config["resources"]["summarize"]["mem_mb"],
+        runtime=config["resources"]["summarize"]["runtime"],
     log:
         f"{LOGS}/summarize/summary.log",
     conda:
@@ -37,6 +40,9 @@ rule plot_figures:
         ],
     params:
         summary_dir=summary_dir_of_tables,
+    resources:
+        mem_mb=config["resources"]["plot_figures"]["mem_mb"],
+        runtime=config["resources"]["plot_figures"]["runtime"],
     log:
         f"{LOGS}/plot_figures/figures.log",
     conda:

@@ -2,16 +2,17 @@ rule train_model:
     input:
         data_files,
     output:
-        model="{results}/models/{dataset}_{size}px/{model}/model.keras",
-        history="{results}/models/{dataset}_{size}px/{model}/history.parquet",
+        model=paths.model_file("model.keras"),
+        history=paths.model_file("history.parquet"),
     params:
         data_dir=data_dir,
-        train=config["train"],
-        weights=config["weights"],
-        seed=config["seed"],
+        settings=settings_param("train_model"),
     threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["resources"]["train_model"]["mem_mb"],
+        runtime=config["resources"]["train_model"]["runtime"],
     log:
-        "{results}/logs/train_model/{dataset}_{size}px/{model}.log",
+        paths.log_file("train_model", paths.MODEL_DIR),
     benchmark:
         "{results}/benchmarks/train_model/{dataset}_{size}px/{model}.tsv"
     conda:
@@ -23,15 +24,18 @@ rule train_model:
 rule evaluate_keras:
     input:
         data_files,
-        model="{results}/models/{dataset}_{size}px/{model}/model.keras",
+        model=paths.model_file("model.keras"),
     output:
-        accuracy="{results}/models/{dataset}_{size}px/{model}/accuracy.parquet",
-        predictions="{results}/models/{dataset}_{size}px/{model}/predictions.parquet",
+        accuracy=paths.model_file("accuracy.parquet"),
+        predictions=paths.model_file("predictions.parquet"),
     params:
         data_dir=data_dir,
-        evaluate=config["evaluate"],
+        settings=settings_param("evaluate_keras"),
+    resources:
+        mem_mb=config["resources"]["evaluate_keras"]["mem_mb"],
+        runtime=config["resources"]["evaluate_keras"]["runtime"],
     log:
-        "{results}/logs/evaluate_keras/{dataset}_{size}px/{model}.log",
+        paths.log_file("evaluate_keras", paths.MODEL_DIR),
     conda:
         "../envs/tensorflow.yaml"
     script:

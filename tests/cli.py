@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from workflow_scripts import paths
 from workflow_scripts.device import detect_device_tag
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ TINY = {
     "models": ["MobileNetV3Small"],
     "datasets": ["digits"],
     "precisions": ["fp32", "fp16", "int8"],
-    "backend": "onnxruntime",
+    "backends": ["onnxruntime"],
     "weights": "none",
     "input_size": 32,
     "train": {"epochs": 1, "batch_size": {"digits": 32, "cifar100": 32, "oxford_flowers102": 4}},
@@ -30,10 +31,12 @@ TINY = {
     "calibration": {"num_images": 32, "batch_size": 16},
     "benchmark": {"warmup": 2, "iterations": 5, "min_duration_s": 0.0},
 }
-DATA = "results/data/digits_32px"
-MODEL_DIR = "results/models/digits_32px/MobileNetV3Small"
-ONNX_DIR = f"results/{DEVICE}/onnx/digits_32px/MobileNetV3Small"
-ENGINE_DIR = f"results/{DEVICE}/onnxruntime/digits_32px/MobileNetV3Small"
+CELL = {"results": "results", "device": DEVICE, "backend": "onnxruntime", "dataset": "digits", "size": 32,
+        "model": "MobileNetV3Small"}
+DATA = paths.DATA_DIR.format(**CELL)
+MODEL_DIR = paths.MODEL_DIR.format(**CELL)
+ONNX_DIR = paths.ONNX_DIR.format(**CELL)
+ENGINE_DIR = paths.ENGINE_DIR.format(**CELL)
 
 
 def tiny(**overrides) -> dict:
@@ -43,20 +46,24 @@ def tiny(**overrides) -> dict:
     return config
 
 
-def snakemake_command(workdir: Path, *args: str, config: dict | None = None) -> list[str]:
-    """Write ``workdir/config.yaml`` and return the CLI command running the workflow there."""
+def snakemake_command(workdir: Path, *args: str, config: dict | None = None, cores: int | None = 2) -> list[str]:
+    """Write ``workdir/config.yaml`` and return the CLI command running the workflow there.
+
+    ``cores=None`` leaves --cores out, as README commands that run no job do (--report, --unlock).
+    """
     config_file = workdir / "config.yaml"
     config_file.write_text(yaml.safe_dump(config or TINY))
-    # Targets must not follow --configfile directly (it takes several values), so --cores goes between.
+    # Targets must not follow --configfile directly (it takes several values), so an option goes between.
+    between = ["--cores", str(cores)] if cores else ["--directory", str(workdir)]
     return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-            "--configfile", str(config_file), "--cores", "2", *args]
+            "--configfile", str(config_file), *between, *args]
 
 
 def snakemake(workdir: Path, *args: str, config: dict | None = None, env: dict | None = None,
-              check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+              check: bool = True, timeout: int = 600, cores: int | None = 2) -> subprocess.CompletedProcess:
     """Run the workflow's CLI in ``workdir``; with ``check``, a failure raises with its output."""
-    result = subprocess.run(snakemake_command(workdir, *args, config=config), capture_output=True, text=True,
-                            env={**os.environ, **(env or {})}, timeout=timeout)
+    result = subprocess.run(snakemake_command(workdir, *args, config=config, cores=cores), capture_output=True,
+                            text=True, env={**os.environ, **(env or {})}, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result

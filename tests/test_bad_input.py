@@ -166,7 +166,7 @@ def test_read_only_results_dir_fails_at_planning_time(below):
 
 
 def test_backend_options_accepts_what_onnxruntime_can_do():
-    from workflow_scripts.backends import check_backend_options
+    from workflow_scripts.registry import check_backend_config as check_backend_options
 
     for method in ("entropy", "minmax", "percentile"):
         check_backend_options("onnxruntime", {"precisions": ["fp32", "int8"], "calibration": {"method": method}})
@@ -174,7 +174,7 @@ def test_backend_options_accepts_what_onnxruntime_can_do():
 
 @pytest.mark.parametrize("method", ["percentile", "minmax"])
 def test_tensorrt_refuses_a_calibration_method_it_cannot_do(method):
-    from workflow_scripts.backends import check_backend_options
+    from workflow_scripts.registry import check_backend_config as check_backend_options
 
     config = {"precisions": ["fp32", "int8"], "calibration": {"method": method},
               "tensorrt": {"int8_mode": "calibration"}}
@@ -186,7 +186,7 @@ def test_tensorrt_refuses_a_calibration_method_it_cannot_do(method):
 
 
 def test_tensorrt_calibration_method_matters_only_when_it_calibrates():
-    from workflow_scripts.backends import check_backend_options
+    from workflow_scripts.registry import check_backend_config as check_backend_options
 
     check_backend_options("tensorrt", {"precisions": ["fp32", "int8"], "calibration": {"method": "entropy"}})
     # No int8, or explicit Q/DQ int8: TensorRT never calibrates, so the method is irrelevant.
@@ -197,15 +197,11 @@ def test_tensorrt_calibration_method_matters_only_when_it_calibrates():
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
 def test_backend_refuses_an_unknown_precision(backend):
-    from workflow_scripts.backends import check_backend_options
+    from workflow_scripts.registry import check_backend_config as check_backend_options
 
     with pytest.raises(ConfigError, match=r"'precisions'.*int4.*use a subset of"):
         check_backend_options(backend, {"precisions": ["fp32", "int4"], "calibration": {}})
 
-
-def test_backend_options_are_checked_while_planning():
-    # The validation section of rules/common.smk calls the check on the resolved backend.
-    assert "check_backend_options(BACKEND, config)" in (REPO / "rules" / "common.smk").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +416,7 @@ def invalid_onnx(tmp_path: Path) -> Path:
 def build_args(tmp_path: Path, onnx_path: Path, data_dir: Path, precision: str, num_images: int = 8) -> dict:
     out = tmp_path / "engines"
     return dict(
-        backend="onnxruntime", onnx_path=onnx_path, engine_path=out / f"{precision}.onnx", precision=precision,
+        backend="onnxruntime", source_path=onnx_path, engine_path=out / f"{precision}.onnx", precision=precision,
         data_dir=data_dir, calibration={"method": "minmax", "num_images": num_images, "batch_size": 4,
                                         "per_channel": True, "percentile": 99.999},
         backend_options={}, build_table=out / f"{precision}_build.parquet",

@@ -18,7 +18,7 @@ def test_defaults_fill_every_section():
     config = validate_config({"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"]})
     assert config["calibration"]["method"] == "entropy"
     assert config["benchmark"]["warmup"] == 5 and config["benchmark"]["iterations"] == 30
-    assert config["verify_checksums"] is True and config["backend"] == "auto"
+    assert config["verify_checksums"] is True and config["backends"] == "auto"
 
 
 def test_schema_documents_every_key():
@@ -37,7 +37,8 @@ def test_schema_documents_every_key():
     ("models", ["ResNet50"], "ResNet50"),
     ("datasets", ["imagenet"], "imagenet"),
     ("precisions", ["int4"], "int4"),
-    ("backend", "openvino", "openvino"),
+    ("backends", ["cuda"], "cuda"),
+    ("backend", "onnxruntime", "backends=[onnxruntime]"),
     ("input_size", 16, "16"),
 ])
 def test_invalid_values_are_named(key, value, needle):

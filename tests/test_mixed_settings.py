@@ -30,10 +30,10 @@ from tests.test_summary import (
     write_device,
     write_keras,
 )
-from workflow_scripts import summarize
+from workflow_scripts import discovery, settings_check, summarize
 from workflow_scripts.config import (
     NOT_COMPARED,
-    STAGES,
+    RULE_SETTINGS,
     comparable_settings,
     flatten_settings,
     settings_json,
@@ -78,20 +78,20 @@ def test_tensorrt_block_only_for_tensorrt_rows():
     for backend in ("onnxruntime", "tf2onnx", "keras", None):
         assert "tensorrt" not in comparable_settings(BASE_CONFIG, "fp16", backend), backend
     # A TensorRT build reads the benchmark batch (its optimization profile), even without the rest of benchmark.
-    build = comparable_settings(BASE_CONFIG, "fp16", "tensorrt", stage="build")
+    build = comparable_settings(BASE_CONFIG, "fp16", "tensorrt", stage="build_engine")
     assert build["benchmark"] == {"batch_size": 1}
-    assert "benchmark" not in comparable_settings(BASE_CONFIG, "fp16", "onnxruntime", stage="build")
+    assert "benchmark" not in comparable_settings(BASE_CONFIG, "fp16", "onnxruntime", stage="build_engine")
 
 
 def test_rows_without_precision_get_neither_block():
-    for stage in ("train", "evaluate_keras", "export", None):
+    for stage in ("train_model", "evaluate_keras", "export_onnx", None):
         settings = comparable_settings(BASE_CONFIG, None, "tensorrt", stage=stage)
         assert "calibration" not in settings and "tensorrt" not in settings, stage
 
 
 @pytest.mark.parametrize("key,value", [
     ("results_dir", "/elsewhere/results"), ("resources_dir", "/mnt/archives"), ("device", "my-board"),
-    ("backend", "tensorrt"), ("verify_checksums", False), ("models", ["DenseNet201"]), ("datasets", ["cifar100"]),
+    ("backends", ["tensorrt"]), ("resources.train_model.mem_mb", 99999), ("verify_checksums", False), ("models", ["DenseNet201"]), ("datasets", ["cifar100"]),
     ("precisions", ["int8"]), ("calibration_study.enabled", True), ("calibration_study.methods", ["minmax"]),
     ("summary.allow_mixed_configs", True), ("export.parity_tolerance", 0.1), ("export.parity_images", 2),
 ])
@@ -103,30 +103,30 @@ def test_paths_selectors_and_other_studies_are_excluded(key, value):
 
 
 @pytest.mark.parametrize("key,value,stages", [
-    ("input_size", 64, ["train", "evaluate_keras", "export", "build", "latency", "evaluate"]),
-    ("seed", 3, ["train", "export", "latency"]),
-    ("weights", "imagenet", ["train", "evaluate_keras", "latency"]),
-    ("train.epochs", 3, ["train", "export", "evaluate"]),
-    ("export.opset", 13, ["export", "build", "latency", "evaluate"]),
-    ("compression.repeats", 9, ["export", "build", "latency"]),
-    ("monitor.interval_s", 0.5, ["export", "latency"]),
-    ("benchmark.iterations", 50, ["latency"]),
-    ("evaluate.max_images", 10, ["evaluate", "evaluate_keras"]),
+    ("input_size", 64, ["train_model", "evaluate_keras", "export_onnx", "build_engine", "benchmark_latency", "evaluate_engine"]),
+    ("seed", 3, ["train_model", "export_onnx", "benchmark_latency"]),
+    ("weights", "imagenet", ["train_model", "evaluate_keras", "benchmark_latency"]),
+    ("train.epochs", 3, ["train_model", "export_onnx", "evaluate_engine"]),
+    ("export.opset", 13, ["export_onnx", "build_engine", "benchmark_latency", "evaluate_engine"]),
+    ("compression.repeats", 9, ["export_onnx", "build_engine", "benchmark_latency"]),
+    ("monitor.interval_s", 0.5, ["export_onnx", "benchmark_latency"]),
+    ("benchmark.iterations", 50, ["benchmark_latency"]),
+    ("evaluate.max_images", 10, ["evaluate_engine", "evaluate_keras"]),
 ])
 def test_measured_settings_count_from_the_stage_that_reads_them_on(key, value, stages):
     other = changed(BASE_CONFIG, key, value)
-    for stage in STAGES:
+    for stage in RULE_SETTINGS:
         differs = comparable_settings(other, "fp32", "onnxruntime", stage) != \
             comparable_settings(BASE_CONFIG, "fp32", "onnxruntime", stage)
         if stage in stages:
             assert differs, (key, stage)
     # A stage that does not read the key (or anything upstream of one that does) ignores it.
     if key.startswith("benchmark."):
-        for stage in ("train", "evaluate_keras", "export", "build", "evaluate"):
+        for stage in ("train_model", "evaluate_keras", "export_onnx", "build_engine", "evaluate_engine"):
             assert comparable_settings(other, "fp32", "onnxruntime", stage) == \
                 comparable_settings(BASE_CONFIG, "fp32", "onnxruntime", stage), stage
     if key.startswith("evaluate."):
-        for stage in ("export", "build", "latency"):
+        for stage in ("export_onnx", "build_engine", "benchmark_latency"):
             assert comparable_settings(other, "fp32", "onnxruntime", stage) == \
                 comparable_settings(BASE_CONFIG, "fp32", "onnxruntime", stage), stage
 
@@ -166,46 +166,71 @@ def test_allow_mixed_configs_accepts_the_command_line_string():
 
 # --- the provenance columns of each job --------------------------------------------------------------
 
-def job(rule: str, config: dict = BASE_CONFIG, **wildcards):
-    """The attributes of Snakemake's script object that provenance_of reads."""
+def job(rule: str, config: dict = BASE_CONFIG, threads: int = 2, **wildcards):
+    """The attributes of Snakemake's script object that provenance_of reads; params.settings is built
+    as rules/common.smk's settings_param builds it."""
     from types import SimpleNamespace
 
+    from workflow_scripts.config import rule_settings
+
     backend = wildcards.get("backend", "tf2onnx" if rule == "export_onnx" else None)
-    params = SimpleNamespace(provenance={"device": "test-device", "backend": backend} if backend else {})
-    return SimpleNamespace(rule=rule, config=config, wildcards={"dataset": "digits", **wildcards}, params=params)
+    wildcards = {"dataset": "digits", **wildcards}
+    settings = {"rule": rule, **rule_settings(config, rule, precision=wildcards.get("precision"),
+                                              backend=wildcards.get("backend"), dataset="digits")}
+    params = SimpleNamespace(provenance={"device": "test-device", "backend": backend} if backend else {},
+                             settings=settings)
+    return SimpleNamespace(rule=f"{rule}_{backend}" if rule.startswith("build") else rule, config=config,
+                           wildcards=wildcards, params=params, threads=threads)
 
 
 def test_each_rule_gets_its_stage_and_precision():
-    from workflow_scripts.shims import RULE_STAGES, row_settings
+    from workflow_scripts.shims import row_settings
 
-    int8 = row_settings(job("build_int8_engine", backend="tensorrt"), "tensorrt")  # no precision wildcard
+    int8 = row_settings(job("build_int8_engine", backend="tensorrt"))  # no precision wildcard
     assert int8["calibration"]["method"] == "entropy" and int8["tensorrt"]["int8_mode"] == "calibration"
-    fp16 = row_settings(job("build_engine", backend="onnxruntime", precision="fp16"), "onnxruntime")
+    assert int8["runtime"] == {"build_int8_engine": {"threads": 2}} and "rule" not in int8
+    fp16 = row_settings(job("build_engine", backend="onnxruntime", precision="fp16"))
     assert "calibration" not in fp16 and "benchmark" not in fp16 and "evaluate" not in fp16
-    latency = row_settings(job("benchmark_latency", backend="onnxruntime", precision="int8"), "onnxruntime")
+    latency = row_settings(job("benchmark_latency", threads=1, backend="onnxruntime", precision="int8"))
     assert latency["benchmark"]["iterations"] == 30 and "calibration" in latency and "evaluate" not in latency
-    accuracy = row_settings(job("evaluate_engine", backend="onnxruntime", precision="fp32"), "onnxruntime")
-    assert "evaluate" in accuracy and "benchmark" not in accuracy
-    export = row_settings(job("export_onnx"), "tf2onnx")
+    assert latency["runtime"] == {"benchmark_latency": {"threads": 1}}
+    pinned = row_settings(job("benchmark_latency", changed(BASE_CONFIG, "benchmark.threads", 4), threads=2,
+                              backend="onnxruntime", precision="fp32"))
+    assert pinned["runtime"] == {"benchmark_latency": {"threads": 4}}
+    accuracy = row_settings(job("evaluate_engine", backend="onnxruntime", precision="fp32"))
+    assert "evaluate" in accuracy and "benchmark" not in accuracy and "runtime" not in accuracy
+    export = row_settings(job("export_onnx"))
     assert export["export"] == {"opset": 17} and "calibration" not in export and "evaluate" not in export
-    keras = row_settings(job("evaluate_keras"), "keras")
+    keras = row_settings(job("evaluate_keras"))
     assert "evaluate" in keras and "export" not in keras and keras["train"]["batch_size"] == {"digits": 32}
-    # The calibration study's rows: their calibration is their variant, not config key calibration.
-    study = row_settings(job("evaluate_calibration_variant", backend="onnxruntime", variant="minmax-n64"),
-                         "onnxruntime")
-    assert "calibration" not in study
-    assert set(RULE_STAGES) >= {"train_model", "export_onnx", "build_engine", "build_int8_engine",
-                                "benchmark_latency", "evaluate_engine", "evaluate_keras"}
+    # A job without a settings param (the calibration study's rows) records none.
+    from types import SimpleNamespace
+
+    assert row_settings(SimpleNamespace(rule="evaluate_calibration_variant", params=SimpleNamespace())) == {}
 
 
 def test_provenance_of_adds_settings_and_their_hash():
     from workflow_scripts.shims import provenance_of
 
     prov = provenance_of(job("benchmark_latency", backend="onnxruntime", precision="fp32"), dataset="digits")
-    assert prov["settings"] == settings_json(comparable_settings(BASE_CONFIG, "fp32", "onnxruntime", "latency",
-                                                                 "digits"))
+    expected = comparable_settings(BASE_CONFIG, "fp32", "onnxruntime", "benchmark_latency", "digits")
+    assert json.loads(prov["settings"]) == {**expected, "runtime": {"benchmark_latency": {"threads": 2}}}
     assert prov["settings_hash"] == short_hash(prov["settings"]) and len(prov["config_hash"]) == 12
     assert prov["device"] == "test-device" and prov["dataset"] == "digits"
+
+
+def test_other_thread_counts_are_a_conflict_the_summary_names(tmp_path):
+    # Rows of one latency cell measured with --cores 1 and the rest with 2: the summary refuses.
+    from workflow_scripts.shims import row_settings
+
+    frames = {"latency": pd.DataFrame([
+        {"device": "d", "backend": "onnxruntime", "model": "m", "precision": precision,
+         "settings": settings_json(row_settings(job("benchmark_latency", threads=threads, backend="onnxruntime",
+                                                    precision=precision)))}
+        for precision, threads in (("fp32", 2), ("fp16", 1))])}
+    with pytest.raises(ConfigError) as info:
+        settings_check.check_settings(frames)
+    assert "runtime.benchmark_latency.threads" in str(info.value) and "--forcerun benchmark_latency" in str(info.value)
 
 
 # --- the summary's check ---------------------------------------------------------------------------
@@ -216,10 +241,10 @@ ITERATIONS_50 = changed(BASE_CONFIG, "benchmark.iterations", 50)
 
 def test_calibration_change_leaves_fp32_and_fp16_settings_equal():
     for precision in ("fp32", "fp16"):
-        for stage in (None, "build", "latency", "evaluate"):
+        for stage in (None, "build_engine", "benchmark_latency", "evaluate_engine"):
             assert comparable_settings(CALIBRATION_B, precision, "onnxruntime", stage) == \
                 comparable_settings(BASE_CONFIG, precision, "onnxruntime", stage)
-    for stage in (None, "build", "latency", "evaluate"):
+    for stage in (None, "build_engine", "benchmark_latency", "evaluate_engine"):
         assert comparable_settings(CALIBRATION_B, "int8", "onnxruntime", stage) != \
             comparable_settings(BASE_CONFIG, "int8", "onnxruntime", stage)
 
@@ -235,7 +260,7 @@ def results_with(tmp_path: Path, cpu_config_of, jetson_config_of=None) -> Path:
 
 
 def summarize_all(results: Path, out: Path, allow_mixed: bool = False, config: dict | None = None):
-    return summarize.summarize({**summarize.discover_results(results), "results_dir": str(results),
+    return summarize.summarize({**discovery.discover_results(results), "results_dir": str(results),
                                 "n_resamples": 200}, out, allow_mixed=allow_mixed, config=config)
 
 
@@ -250,7 +275,7 @@ def test_int8_only_rerun_after_a_calibration_change_is_accepted(tmp_path):
     assert latency.loc[latency["precision"] == "int8", "settings"].str.contains('"method":"minmax"').all()
     cpu_fp32 = latency[(latency["precision"] == "fp32") & (latency["device"] == CPU["device"])]
     assert len(cpu_fp32) == 2 and cpu_fp32["settings"].map(json.loads).map(
-        lambda s: s == comparable_settings(BASE_CONFIG, "fp32", "onnxruntime", "latency", "digits")).all()
+        lambda s: s == comparable_settings(BASE_CONFIG, "fp32", "onnxruntime", "benchmark_latency", "digits")).all()
     assert (tmp_path / "summary" / "claims.md").is_file()
     # The other device's INT8 rows under the old calibration would be a real mix.
     results = results_with(tmp_path / "again", int8_rerun, lambda precision, stage: BASE_CONFIG)
@@ -260,7 +285,7 @@ def test_int8_only_rerun_after_a_calibration_change_is_accepted(tmp_path):
 
 def test_latency_only_rerun_after_a_benchmark_change_is_accepted(tmp_path):
     # benchmark.* reaches only the latency jobs: builds and accuracy keep the old config.
-    results = results_with(tmp_path, lambda precision, stage: ITERATIONS_50 if stage == "latency" else BASE_CONFIG)
+    results = results_with(tmp_path, lambda precision, stage: ITERATIONS_50 if stage == "benchmark_latency" else BASE_CONFIG)
     summarize_all(results, tmp_path / "summary")
 
 
@@ -276,8 +301,8 @@ def test_devices_measured_with_different_iterations_are_refused(tmp_path):
     assert "--forcerun benchmark_latency" in message and "allow_mixed_configs: true" in message
     assert "… and" in message  # 6 cells per device: the list is abbreviated
     # Only the latency rows carry benchmark: the one conflicting key is iterations.
-    conflicts = summarize.settings_conflicts(
-        {"latency": summarize.read_all(summarize.discover_results(results)["latency_files"], results)})
+    conflicts = settings_check.settings_conflicts(
+        {"latency": summarize.read_all(discovery.discover_results(results)["latency_files"], results)})
     assert list(conflicts) == ["benchmark.iterations"]
     assert not out.exists() or not list(out.iterdir())  # nothing written
 
@@ -307,7 +332,7 @@ def test_rows_without_settings_are_unknown_not_conflicts(tmp_path, caplog):
 # --- through the snakemake CLI -------------------------------------------------------------------
 
 CLI_CONFIG = {"models": list(MODELS), "datasets": ["digits"], "precisions": ["fp32", "fp16", "int8"],
-              "backend": "onnxruntime", "device": CPU["device"], "weights": "none", "input_size": 32,
+              "backends": ["onnxruntime"], "device": CPU["device"], "weights": "none", "input_size": 32,
               "train": {"epochs": 10, "batch_size": {"digits": 32, "cifar100": 32, "oxford_flowers102": 4}},
               "compression": {"warmup": WARMUP, "repeats": REPEATS}}
 SUMMARY_TARGET = "results/summary/claims.md"

@@ -52,7 +52,7 @@ STUDY_CONFIG = {
     "models": [MODEL],
     "datasets": list(DATASETS),
     "precisions": ["fp32", "int8"],
-    "backend": "onnxruntime",
+    "backends": ["onnxruntime"],
     "weights": "none",
     "input_size": SIZE,
     "verify_checksums": False,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import plots, summarize
+from workflow_scripts import discovery, plots, summarize
 from workflow_scripts.config import (
     comparable_settings,
     settings_json,
@@ -57,7 +57,7 @@ def settings_columns(config: dict | None, backend: str, precision: str | None, s
 
 
 def provenance(system: dict, backend: str | None = None, config_hash: str = "newhash", stamp: str = NEW_STAMP,
-               precision: str | None = None, stage: str = "latency", config: dict | None = BASE_CONFIG) -> dict:
+               precision: str | None = None, stage: str = "benchmark_latency", config: dict | None = BASE_CONFIG) -> dict:
     """Provenance columns like workflow_scripts.provenance writes them for a job of ``stage``."""
     backend = backend or system["backend"]
     return {"device": system["device"], "cpu_model": "test cpu", "os": "Linux", "gpu_name": "",
@@ -96,7 +96,7 @@ def write_device(results: Path, system: dict, rng, speed: float, invalid: set = 
     """Every per-engine table of one device, for both models and three precisions on digits at 32 px.
 
     ``config_of(precision, stage)`` is the config the job of that precision (None: the export) and
-    stage (config.STAGES) ran under; None writes rows without settings, as older results have.
+    stage (config.RULE_SETTINGS) ran under; None writes rows without settings, as older results have.
     """
     def prov_of(precision: str | None, stage: str, backend: str | None = None) -> dict:
         return provenance(system, backend, precision=precision, stage=stage, config=config_of(precision, stage))
@@ -111,14 +111,14 @@ def write_device(results: Path, system: dict, rng, speed: float, invalid: set = 
         for key, value in summarize_resources(export_trace).items():
             runs[key] = value
         extra = {"dataset": "digits", "model": model}
-        write(with_provenance(runs, {**prov_of(None, "export", "tf2onnx"), **extra}), onnx / "export.parquet")
-        write(with_provenance(export_trace, {**prov_of(None, "export", "tf2onnx"), **extra}),
+        write(with_provenance(runs, {**prov_of(None, "export_onnx", "tf2onnx"), **extra}), onnx / "export.parquet")
+        write(with_provenance(export_trace, {**prov_of(None, "export_onnx", "tf2onnx"), **extra}),
               onnx / "export_resources.parquet")
         engine = results / system["device"] / system["backend"] / "digits_32px" / model
         labels_all = rng.integers(0, 10, IMAGES)
         for precision in ("fp32", "fp16", "int8"):
             labels = {"dataset": "digits", "model": model, "precision": precision, "input_size": 32}
-            prov = prov_of(precision, "build")
+            prov = prov_of(precision, "build_engine")
             # Build: one slow warm-up, then repeats around BUILD_S (scaled by device speed and model size).
             base_s = BUILD_S[precision] * speed * (1 + mb / 50)
             build = pd.DataFrame({"stage": "engine_build", "run": range(WARMUP + REPEATS),
@@ -145,7 +145,7 @@ def write_device(results: Path, system: dict, rng, speed: float, invalid: set = 
             summary.update({"batch_size": 1, "warmup": 5, "min_iterations": 30, "min_duration_s": 0.0, "threads": 2,
                             "load_s": 0.1, "valid": is_valid, "engine_mb": mb * SIZE_FRACTION[precision],
                             "high_variation": False})
-            prov = prov_of(precision, "latency")
+            prov = prov_of(precision, "benchmark_latency")
             latency_trace = trace(system, "", 1, rng)
             latency_trace["stage"] = ""
             summary.update(summarize_resources(latency_trace))
@@ -160,7 +160,7 @@ def write_device(results: Path, system: dict, rng, speed: float, invalid: set = 
                                         "prediction": np.where(correct, labels_all, (labels_all + 1) % 10),
                                         "top5_correct": True, "finite_output": True})
             accuracy = {**labels, **accuracy_summary(predictions)}
-            prov = prov_of(precision, "evaluate")
+            prov = prov_of(precision, "evaluate_engine")
             write(with_provenance(pd.DataFrame([accuracy]), prov), engine / f"{precision}_accuracy.parquet")
             write(predictions.assign(**labels, device=system["device"], backend=system["backend"]),
                   engine / f"{precision}_predictions.parquet")
@@ -214,7 +214,7 @@ def summary(results_tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("summary")
     # The rule lists only the current device's files; the rest must be discovered under results_dir.
     current = {key: [p for p in paths if CPU["device"] in p]
-               for key, paths in summarize.discover_results(results_tree).items()}
+               for key, paths in discovery.discover_results(results_tree).items()}
     tables = summarize.summarize({**current, "results_dir": str(results_tree), "seed": 0, "n_resamples": 500}, out)
     return out, tables
 
@@ -229,20 +229,20 @@ def figure_text(fig) -> str:
 
 
 def test_discovery_finds_both_devices_and_ignores_other_folders(results_tree):
-    found = summarize.discover_results(results_tree)
+    found = discovery.discover_results(results_tree)
     assert len(found["latency_files"]) == 2 * 2 * 3 + 1  # two devices x two models x three precisions + stale
     assert len(found["export_files"]) == 4 and len(found["keras_accuracy_files"]) == 2
     everything = [p for paths in found.values() for p in paths]
     assert not [p for p in everything if "/summary/" in p or p.endswith("history.parquet")]
-    assert {summarize.parse_result_path(p, results_tree)["device"] for p in found["build_files"]} == DEVICES
+    assert {discovery.parse_result_path(p, results_tree)["device"] for p in found["build_files"]} == DEVICES
 
 
 def test_other_results_lists_what_the_current_config_does_not(results_tree):
     current = {key: [p for p in paths if CPU["device"] in p]
-               for key, paths in summarize.discover_results(results_tree).items()}
-    others = summarize.other_results(results_tree, current)
+               for key, paths in discovery.discover_results(results_tree).items()}
+    others = discovery.other_results(results_tree, current)
     assert others and all(JETSON["device"] in line or "/models/" in line for line in others)
-    assert summarize.other_results(results_tree, current) == others  # stable: no spurious reruns
+    assert discovery.other_results(results_tree, current) == others  # stable: no spurious reruns
 
 
 def test_every_summary_table_has_both_devices(summary):
@@ -254,7 +254,7 @@ def test_every_summary_table_has_both_devices(summary):
 
 
 def test_stale_settings_are_dropped_and_logged(results_tree, tmp_path, caplog):
-    current = summarize.discover_results(results_tree)
+    current = discovery.discover_results(results_tree)
     with caplog.at_level(logging.WARNING, logger="workflow_scripts.summarize"):
         tables = summarize.build_tables(current, results_tree, n_resamples=200)
     latency = tables["latency"]
@@ -400,15 +400,15 @@ def test_fingerprint_changes_when_another_device_arrives(results_tree, tmp_path)
     import shutil
 
     current = {key: [p for p in paths if CPU["device"] in p]
-               for key, paths in summarize.discover_results(results_tree).items()}
-    before = summarize.results_fingerprint(results_tree, current)
-    assert before == summarize.results_fingerprint(results_tree, current)
+               for key, paths in discovery.discover_results(results_tree).items()}
+    before = discovery.results_fingerprint(results_tree, current)
+    assert before == discovery.results_fingerprint(results_tree, current)
     copy = tmp_path / "results"
     shutil.copytree(results_tree, copy)
     current = {key: [p.replace(str(results_tree), str(copy)) for p in paths] for key, paths in current.items()}
-    unchanged = summarize.results_fingerprint(copy, current)
+    unchanged = discovery.results_fingerprint(copy, current)
     shutil.copytree(copy / JETSON["device"], copy / "another-device")
-    assert summarize.results_fingerprint(copy, current) != unchanged
+    assert discovery.results_fingerprint(copy, current) != unchanged
 
 
 def test_one_config_on_two_backends_is_accepted_and_carries_settings_hash(summary):

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
+from . import registry
 from .errors import ConfigError
 
-MODELS = (
-    "MobileNetV3Small",
-    "MobileNetV3Large",
-    "EfficientNetB1",
-    "EfficientNetB3",
-    "DenseNet169",
-    "DenseNet201",
-)
-DATASETS = ("digits", "cifar100", "oxford_flowers102")
-PRECISIONS = ("fp32", "fp16", "int8")
+MODELS = tuple(registry.MODELS)
+DATASETS = tuple(registry.DATASETS)
+PRECISIONS = registry.PRECISIONS
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
 # Keys that span the matrix; everything else changes how each cell is computed.
 MATRIX_KEYS = ("models", "datasets", "precisions")
+
+
+def check_renamed_keys(config: dict) -> None:
+    """Keys of earlier versions get a message naming their new spelling (before schema validation)."""
+    if "backend" in config:
+        old = config["backend"]
+        raise ConfigError(
+            f"config key 'backend' ({old!r}) is now 'backends': auto (every backend available here) or a list, "
+            f"e.g. backends: [{old}] in the config file or --config 'backends=[{old}]'")
 
 
 def validate_config(config: dict) -> dict:
@@ -29,6 +33,7 @@ def validate_config(config: dict) -> dict:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
+    check_renamed_keys(config)
     try:
         validate(config, str(SCHEMA_PATH), set_default=True)
     except WorkflowError as exc:
@@ -44,6 +49,10 @@ def check_config(config: dict) -> None:
     is what ``--config summary='{allow_mixed_configs: true}'`` yields (Snakemake parses nested
     --config values as YAML without types).
     """
+    for key in ("results_dir", "resources_dir"):
+        # As in a shell: '~/x' is the home folder's x, never a folder literally named '~'.
+        if isinstance(config.get(key), str):
+            config[key] = os.path.expanduser(config[key])
     summary = config.get("summary")
     if isinstance(summary, dict) and "allow_mixed_configs" in summary:
         summary["allow_mixed_configs"] = config_flag(summary["allow_mixed_configs"], "summary.allow_mixed_configs")
@@ -90,7 +99,8 @@ NOT_COMPARED = {
     "datasets": "matrix list",
     "precisions": "matrix list",
     "device": "selector; the row's device is its own column (and folder)",
-    "backend": "selector; the row's backend is its own column (and folder)",
+    "backends": "selector; the row's backend is its own column (and folder)",
+    "resources": "what a scheduler is asked for (memory, wall time), not how a row is measured",
     "results_dir": "a path: where outputs go",
     "resources_dir": "a path: where the dataset archives are read from (their md5 is checked)",
     "verify_checksums": "whether the archives' md5 is checked; the data are the same or the job fails",
@@ -104,30 +114,52 @@ NOT_MEASURED = {
     "export.parity_images": "images of that gate (outside the timed runs)",
 }
 
-# The stages of the pipeline: (upstream stage, top-level keys the stage's own job reads as params).
-# A row's comparable settings are the keys of its stage and of every stage upstream of it.
-STAGES: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "data": (None, ("input_size", "seed", "split")),  # prepare_dataset (size from the path)
-    "train": ("data", ("weights", "train")),  # train_model: history rows
-    "evaluate_keras": ("train", ("evaluate",)),  # evaluate_keras: Keras accuracy rows
-    "export": ("train", ("export", "compression", "monitor")),  # export_onnx: export rows and traces
-    "build": ("export", ()),  # build_engine/build_int8_engine: + calibration (int8), tensorrt (tensorrt)
-    "latency": ("build", ("benchmark", "monitor")),  # benchmark_latency
-    "evaluate": ("build", ("evaluate",)),  # evaluate_engine
+# What each rule reads: (the rule upstream of it, top-level keys its own job reads as settings).
+# The one map of it: rules/common.smk builds every rule's ``settings`` param from it
+# (``settings_param``), the job reads its config values from that param only, and the row records
+# it. A row's comparable settings are the keys of its rule and of every rule upstream of it.
+RULE_SETTINGS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "prepare_dataset": (None, ("input_size", "seed", "split")),
+    "train_model": ("prepare_dataset", ("weights", "train")),
+    "evaluate_keras": ("train_model", ("evaluate",)),
+    "export_onnx": ("train_model", ("export", "compression", "monitor")),
+    # + calibration (int8), the backend's options block and the job's threads
+    "build_engine": ("export_onnx", ()),
+    "build_int8_engine": ("export_onnx", ()),
+    "benchmark_latency": ("build_engine", ("benchmark", "monitor")),
+    "evaluate_engine": ("build_engine", ("evaluate",)),
 }
+ENGINE_RULES = ("build_engine", "build_int8_engine")
+# Rules whose measurement depends on the CPU threads they get (recorded as runtime.threads).
+TIMED_RULES = ("export_onnx", "build_engine", "build_int8_engine", "benchmark_latency")
 
 
 def stage_keys(stage: str | None) -> list[str]:
-    """Top-level config keys read by ``stage`` and every stage upstream of it (None: every stage)."""
+    """Top-level config keys read by rule ``stage`` and every rule upstream of it (None: every rule)."""
     if stage is None:
-        return sorted({key for _, keys in STAGES.values() for key in keys})
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; one of {sorted(STAGES)}")
+        return sorted({key for _, keys in RULE_SETTINGS.values() for key in keys})
+    if stage not in RULE_SETTINGS:
+        raise ValueError(f"unknown rule {stage!r}; one of {sorted(RULE_SETTINGS)}")
     keys: list[str] = []
     while stage is not None:
-        stage, own = STAGES[stage]
+        stage, own = RULE_SETTINGS[stage]
         keys += [k for k in own if k not in keys]
     return keys
+
+
+def rules_reading(key: str) -> list[str]:
+    """The rules whose own job reads top-level key ``key`` (for the rerun hint of a conflict)."""
+    rules = [rule for rule, (_, own) in RULE_SETTINGS.items() if key in own]
+    if key == "calibration":
+        rules.append("build_int8_engine")
+    if key in registry.BACKENDS or any(b.options_key == key for b in registry.BACKENDS.values()):
+        rules += list(ENGINE_RULES)
+    if key == "runtime":
+        rules += list(TIMED_RULES)
+    # The engine rules exist once per backend (rules/engine.smk): build_engine_<backend>.
+    rules = [name for rule in rules
+             for name in ([f"{rule}_{b}" for b in registry.BACKENDS] if rule in ENGINE_RULES else [rule])]
+    return sorted(set(rules))
 
 
 def _plain(value):
@@ -147,7 +179,7 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
 
     Arguments describe the row: ``precision`` (fp32/fp16/int8; None for rows without one: training
     history, Keras accuracy, ONNX export), ``backend`` (the engine backend), ``stage`` (the job that
-    wrote it, a key of :data:`STAGES`; None means a complete engine row: every stage) and
+    wrote it, a key of :data:`RULE_SETTINGS`; None means a complete engine row: every stage) and
     ``dataset`` (narrows ``train.batch_size`` to that dataset's entry).
 
     Decisions, key by key (config/schema.yaml):
@@ -156,7 +188,7 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
       ``precisions``; the selectors ``device`` and ``backend`` (each row records them as columns);
       the paths ``results_dir`` and ``resources_dir``; ``verify_checksums``; ``calibration_study``
       (its own study, tables and summary); ``summary``.
-    - compared, by stage (:data:`STAGES`), because each changes the data, the model, the engine or
+    - compared, by stage (:data:`RULE_SETTINGS`), because each changes the data, the model, the engine or
       the measurement protocol: ``input_size``, ``seed`` (splits, initialization, calibration
       sample) and ``split`` for every row; ``weights`` and ``train`` (``train.batch_size`` only for
       the row's dataset when given; ``train.threads`` is kept: the bit-identical weights rely on
@@ -192,24 +224,38 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
     if dataset is not None and isinstance(train, dict) and isinstance(train.get("batch_size"), dict):
         sizes = train["batch_size"]
         train["batch_size"] = {dataset: sizes[dataset]} if dataset in sizes else {}
-    engine_stage = stage is None or "build" in _upstream(stage)
+    engine_stage = stage is None or bool(set(ENGINE_RULES) & _upstream(stage))
     if engine_stage and precision == "int8" and "calibration" in config:
         calibration = dict(config["calibration"])
         if calibration.get("method") != "percentile":
             calibration.pop("percentile", None)
+        if backend in registry.BACKENDS and backend not in registry.METHOD_BACKENDS:
+            # LiteRT and NNCF calibrate their own way: only the images are shared.
+            calibration = {k: v for k, v in calibration.items() if k in ("num_images", "batch_size")}
         out["calibration"] = calibration
-    if engine_stage and precision is not None and backend == "tensorrt" and "tensorrt" in config:
-        trt = dict(config["tensorrt"])
-        if precision != "int8":
-            trt.pop("int8_mode", None)
-        if trt.get("dla_core") is None:
-            trt.pop("gpu_fallback", None)
-        out["tensorrt"] = trt
-        batch = config.get("benchmark", {}).get("batch_size")
-        if batch is not None:
-            out.setdefault("benchmark", {})
-            out["benchmark"] = {**out["benchmark"], "batch_size": batch}
+    entry = registry.BACKENDS.get(backend) if backend else None
+    key = entry.options_key if entry else None
+    if engine_stage and precision is not None and key and isinstance(config.get(key), dict):
+        options = backend_settings(backend, dict(config[key]), precision)
+        if options:
+            out[key] = options
+        if backend == "tensorrt":
+            batch = config.get("benchmark", {}).get("batch_size")
+            if batch is not None:
+                out["benchmark"] = {**out.get("benchmark", {}), "batch_size": batch}
     return _plain(out)
+
+
+def backend_settings(backend: str, options: dict, precision: str) -> dict:
+    """The part of a backend's options block that can change a ``precision`` row of it."""
+    if backend == "tensorrt":
+        if precision != "int8":
+            options.pop("int8_mode", None)
+        if options.get("dla_core") is None:
+            options.pop("gpu_fallback", None)
+    if precision != "int8":
+        options = {k: v for k, v in options.items() if not k.startswith("int8")}
+    return options
 
 
 def _upstream(stage: str) -> set[str]:
@@ -218,8 +264,22 @@ def _upstream(stage: str) -> set[str]:
     current: str | None = stage
     while current is not None:
         seen.add(current)
-        current = STAGES[current][0]
+        current = RULE_SETTINGS[current][0]
     return seen
+
+
+def rule_settings(config: dict, rule: str, precision: str | None = None, backend: str | None = None,
+                  dataset: str | None = None) -> dict:
+    """The ``settings`` param of one job of ``rule`` (rules/common.smk): what its rows compare.
+
+    :func:`comparable_settings` of the job's rule, precision, backend and dataset. Snakemake hashes
+    it, so a change reruns the job; the job reads its config values from it and records it. What
+    is only known when the job runs (``runtime``: the threads it got) is added by the job itself
+    (``shims.row_settings``).
+    """
+    if rule == "build_int8_engine":
+        precision = "int8"
+    return comparable_settings(config, precision=precision, backend=backend, stage=rule, dataset=dataset)
 
 
 def settings_json(settings: dict) -> str:

@@ -58,20 +58,27 @@ def remove_stale_work_dirs(folder: str | Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def build_engine_benchmark(backend: str, onnx_path: str | Path, engine_path: str | Path, precision: str,
+def build_engine_benchmark(backend: str, source_path: str | Path, engine_path: str | Path, precision: str,
                            data_dir: str | Path, calibration: dict, backend_options: dict,
                            build_table: str | Path, resources_table: str | Path,
                            calibration_json: str | Path | None, calibration_cache: str | Path | None,
                            warmup: int, repeats: int, monitor_interval_s: float, seed: int,
-                           provenance: dict) -> pd.DataFrame:
-    """Build ``precision`` warmup+repeats times (calibration included for int8), keep the last engine."""
-    check_onnx_model(onnx_path)
+                           provenance: dict, threads: int = 0) -> pd.DataFrame:
+    """Build ``precision`` warmup+repeats times (calibration included for int8), keep the last engine.
+
+    ``source_path`` is what the backend builds from (registry entry ``source``): the ONNX export
+    or the Keras model. ``threads`` reaches backends that take a thread count for their build.
+    """
+    from .registry import backend as backend_entry
+
+    if backend_entry(backend).source == "onnx":
+        check_onnx_model(source_path)
     module = get_backend(backend)
     batches = None
     if precision == "int8":
         remove_stale_work_dirs(Path(engine_path).parent)
         batches = calibration_source(data_dir, calibration["num_images"], calibration["batch_size"], seed)
-    options = {**calibration, **backend_options}
+    options = {**calibration, **backend_options, "threads": int(threads)}
     calibration_dir = Path(engine_path).parent if precision == "int8" else None
     if precision == "int8":
         options["calibration_cache"] = str(calibration_cache)
@@ -81,7 +88,7 @@ def build_engine_benchmark(backend: str, onnx_path: str | Path, engine_path: str
             # Each measured build calibrates afresh, as the study timed it; a reused cache
             # would hide the calibration cost.
             Path(calibration_cache).unlink()
-        return module.build_engine(onnx_path, tmp, precision, batches, options, calibration_dir)
+        return module.build_engine(source_path, tmp, precision, batches, options, calibration_dir)
 
     monitor = make_monitor(monitor_interval_s)
     with monitor:
@@ -92,11 +99,14 @@ def build_engine_benchmark(backend: str, onnx_path: str | Path, engine_path: str
         # ranges as JSON, and TensorRT's text form); TensorRT writes its cache itself.
         if "calibration_cache_text" in facts:
             write_text(facts["calibration_cache_text"], calibration_cache)
+        elif calibration_cache and not Path(calibration_cache).exists():
+            write_text(f"# {backend} keeps its INT8 scales inside {Path(engine_path).name}; it writes no "
+                       "separate calibration cache.\n", calibration_cache)
         scalars = {k: v for k, v in facts.items() if not k.endswith("_text")}
         write_text(facts.get("calibration_json_text") or json.dumps(scalars, indent=2, default=str), calibration_json)
     runs["precision"] = precision
     runs["engine_mb"] = Path(engine_path).stat().st_size / 1e6
-    runs["onnx_mb"] = Path(onnx_path).stat().st_size / 1e6
+    runs["onnx_mb"] = Path(source_path).stat().st_size / 1e6
     runs["calibration_method"] = calibration["method"] if precision == "int8" else ""
     runs["calibration_images"] = calibration["num_images"] if precision == "int8" else 0
     for key, value in summarize_resources(samples).items():

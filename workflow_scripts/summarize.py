@@ -21,122 +21,67 @@ settings and take no part in the comparison.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import logging
-import os
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyarrow.lib import ArrowException
 
 from . import statistics as st
 from .artifacts import write_parquet, write_text
+from .claims import claims_markdown, claims_table
 from .config import flatten_settings
 from .device import cuda_cores as cuda_cores_of
+from .discovery import FILE_KEYS, discover_results, merge_file_lists, parse_result_path
 from .errors import ConfigError
+from .registry import BACKENDS, PRECISIONS
+from .settings_check import CHECKED_TABLES, check_settings
 
 log = logging.getLogger(__name__)
 KEYS = ["device", "backend", "dataset", "model"]
 CELL = KEYS + ["precision"]
-PRECISIONS = ("fp32", "fp16", "int8")
-
-# Folders directly under results/ that are not devices.
-NOT_DEVICES = {"summary", "models", "data", "logs", "benchmarks"}
-_ENGINE_KINDS = {
-    "build": "build_files",
-    "build_resources": "build_resource_files",
-    "latency": "latency_files",
-    "latency_samples": "latency_samples_files",
-    "accuracy": "accuracy_files",
-    "predictions": "prediction_files",
-}
-_ENGINE_RE = re.compile(r"^(?P<device>[^/]+)/(?P<backend>[^/]+)/(?P<dataset>[^/]+)_(?P<size>\d+)px/(?P<model>[^/]+)/"
-                        r"(?P<precision>fp32|fp16|int8)_(?P<kind>" + "|".join(_ENGINE_KINDS) + r")\.parquet$")
-_ONNX_RE = re.compile(r"^(?P<device>[^/]+)/onnx/(?P<dataset>[^/]+)_(?P<size>\d+)px/(?P<model>[^/]+)/"
-                      r"(?P<kind>export|export_resources)\.parquet$")
-_KERAS_RE = re.compile(r"^models/(?P<dataset>[^/]+)_(?P<size>\d+)px/(?P<model>[^/]+)/accuracy\.parquet$")
-FILE_KEYS = ["export_files", "export_resource_files", "build_files", "build_resource_files", "latency_files",
-             "latency_samples_files", "accuracy_files", "prediction_files", "keras_accuracy_files"]
-
-
-# --- finding the per-engine tables -------------------------------------------------------------
-
-def parse_result_path(path: str | Path, results_dir: str | Path) -> dict | None:
-    """The labels a per-engine table's path encodes (device, backend, dataset, input_size, model, ...)."""
-    try:
-        rel = Path(os.path.relpath(path, results_dir)).as_posix()
-    except ValueError:
-        return None
-    for regex, fixed in ((_ENGINE_RE, {}), (_ONNX_RE, {"backend": "onnx"}), (_KERAS_RE, {"kind": "keras_accuracy"})):
-        m = regex.match(rel)
-        if m:
-            labels = {**m.groupdict(), **fixed}
-            if labels.get("device") in NOT_DEVICES or labels.get("backend") in NOT_DEVICES:
-                return None
-            if regex is _ENGINE_RE and labels["backend"] == "onnx":
-                return None
-            labels["input_size"] = int(labels.pop("size"))
-            return labels
-    return None
-
-
-def discover_results(results_dir: str | Path) -> dict[str, list[str]]:
-    """Every per-engine table under ``results_dir``, of every device and backend, by input kind."""
-    found: dict[str, list[str]] = {key: [] for key in FILE_KEYS}
-    root = str(results_dir)
-    # Fixed-depth globs: device/backend/dataset_size/model/file and models/dataset_size/model/file.
-    for path in sorted(glob.glob(f"{root}/*/*/*/*/*.parquet") + glob.glob(f"{root}/models/*/*/accuracy.parquet")):
-        labels = parse_result_path(path, root)
-        if labels is None:
-            continue
-        kind = labels["kind"]
-        key = {"export": "export_files", "export_resources": "export_resource_files",
-               "keras_accuracy": "keras_accuracy_files"}.get(kind) or _ENGINE_KINDS[kind]
-        found[key].append(path)
-    return found
-
-
-def merge_file_lists(*lists: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Union of several ``{input kind: [paths]}`` maps, without repeats (paths compared normalized)."""
-    out: dict[str, list[str]] = {key: [] for key in FILE_KEYS}
-    seen: dict[str, set[str]] = {key: set() for key in FILE_KEYS}
-    for files in lists:
-        for key in FILE_KEYS:
-            for path in files.get(key, []) or []:
-                norm = os.path.normpath(path)
-                if norm not in seen[key]:
-                    seen[key].add(norm)
-                    out[key].append(path)
-    return out
-
-
-def other_results(results_dir: str | Path, current: dict[str, list[str]]) -> list[str]:
-    """Tables under ``results_dir`` that ``current`` does not list, each as 'path size mtime'.
-
-    Used as a Snakemake param: when another device's results arrive or change, the param changes
-    and the summary reruns, while those files never become inputs (no rule would rebuild them here).
-    """
-    known = {os.path.normpath(p) for paths in current.values() for p in (paths or [])}
-    out = []
-    for paths in discover_results(results_dir).values():
-        for path in paths:
-            if os.path.normpath(path) not in known:
-                stat = os.stat(path)
-                out.append(f"{path} {stat.st_size} {stat.st_mtime_ns}")
-    return sorted(out)
-
-
-def results_fingerprint(results_dir: str | Path, current: dict[str, list[str]]) -> str:
-    """A short stable digest of :func:`other_results`, so the rule's param (and rerun message) stays small."""
-    others = other_results(results_dir, current)
-    digest = hashlib.sha256("\n".join(others).encode()).hexdigest()[:16]
-    return f"{len(others)} tables beyond the current config, sha256 {digest}"
-
 
 # --- reading and de-duplicating ----------------------------------------------------------------
+
+def check_device_folders(files: dict[str, list[str]], results_dir: str | Path,
+                         ignore: list[str]) -> dict[str, list[str]]:
+    """Drop the folders listed in ``ignore`` (config key summary.ignore_folders); refuse two device
+    folders holding rows of the same measured device (a copy, e.g. ``cp -a results/<device>
+    results/<device>-backup``), which would count every number twice.
+
+    A row's device is the folder it was found in (:func:`read_all`); its ``device`` column says
+    where it was measured. One folder per measured device, or the user says which to use.
+    """
+    unknown = sorted(set(ignore) - {parse_result_path(p, results_dir)["device"]
+                                    for found in files.values() for p in found
+                                    if parse_result_path(p, results_dir).get("device")})
+    if unknown:
+        log.warning("summary.ignore_folders names %s, which holds no results under %s", unknown, results_dir)
+    kept = {key: [p for p in found if parse_result_path(p, results_dir).get("device") not in ignore]
+            for key, found in files.items()}
+    measured: dict[str, set[str]] = {}
+    for path in kept.get("build_files", []) + kept.get("latency_files", []) + kept.get("export_files", []):
+        folder = parse_result_path(path, results_dir)["device"]
+        try:
+            devices = pd.read_parquet(path, columns=["device"])["device"].dropna().unique()
+        except (KeyError, ValueError, OSError, ArrowException):
+            continue  # unreadable files are refused, naming them, when they are read in full
+        for device in devices:
+            measured.setdefault(str(device), set()).add(folder)
+    doubled = {device: folders for device, folders in measured.items() if len(folders) > 1}
+    if doubled:
+        lines = [f"  - rows measured on {device} lie in {len(folders)} folders: "
+                 + ", ".join(f"{results_dir}/{f}" for f in sorted(folders)) for device, folders in sorted(doubled.items())]
+        example = sorted(next(iter(doubled.values())))[-1]
+        raise ConfigError(
+            "the summary would count the same device's measurements twice:\n" + "\n".join(lines) + "\n"
+            f"Keep one folder per device: move the copies out of {results_dir}/ (e.g. mv {results_dir}/{example} "
+            f"/somewhere/else), or name the folders to leave out in config key summary.ignore_folders, e.g. "
+            f"--config 'summary={{ignore_folders: [{example}]}}'")
+    return kept
+
 
 def read_all(paths, results_dir: str | Path | None = None) -> pd.DataFrame:
     """Concatenate Parquet files; labels their path encodes fill columns the rows lack (input_size)."""
@@ -149,7 +94,15 @@ def read_all(paths, results_dir: str | Path | None = None) -> pd.DataFrame:
                 continue  # export rows say backend 'tf2onnx'; the folder says 'onnx'
             if key not in frame.columns:
                 frame[key] = value
-        if labels and "backend" not in frame.columns:
+        if labels and labels.get("device"):
+            # The folder names the device: a renamed device folder relabels its rows, and a copy
+            # was refused before reading (check_device_folders).
+            if "device" in frame.columns and len(frame) and (frame["device"] != labels["device"]).any():
+                frame["measured_device"] = frame["device"]
+            frame["device"] = labels["device"]
+        if labels and labels.get("backend") and labels["backend"] != "onnx":
+            frame["backend"] = labels["backend"]
+        elif labels and "backend" not in frame.columns:
             frame["backend"] = labels["backend"]
         frames.append(frame)
     frames = [f for f in frames if len(f)]
@@ -175,158 +128,6 @@ def keep_newest_config(frame: pd.DataFrame, keys: list[str], table: str) -> pd.D
     return frame[keep.to_numpy()].reset_index(drop=True)
 
 
-# --- one set of settings per summary -----------------------------------------------------------
-
-# The per-engine tables whose rows feed the summary tables, with the keys their rows are
-# de-duplicated on (keep_newest_config) and the table's name in messages. Latency samples and
-# per-image predictions are not compared: they follow the latency and accuracy rows kept (one job
-# writes a summary row and its samples/predictions with the same provenance).
-CHECKED_TABLES = {
-    "export_files": (["device", "dataset", "model", "stage"], "export"),
-    "export_resource_files": (["device", "dataset", "model"], "export_resources"),
-    "build_files": (CELL + ["stage"], "build"),
-    "build_resource_files": (CELL, "build_resources"),
-    "latency_files": (CELL, "latency"),
-    "accuracy_files": (CELL, "accuracy"),
-    "keras_accuracy_files": (["dataset", "model", "precision"], "keras_accuracy"),
-}
-PLACE = ["device", "backend", "dataset", "input_size", "model", "precision"]
-# Rules whose jobs read each top-level key (for the rerun hint of a conflict).
-KEY_RULES = {
-    "input_size": "prepare_dataset", "seed": "prepare_dataset", "split": "prepare_dataset",
-    "weights": "train_model", "train": "train_model",
-    "export": "export_onnx", "compression": "export_onnx", "monitor": "export_onnx",
-    "calibration": "build_int8_engine", "tensorrt": "build_engine build_int8_engine",
-    "benchmark": "benchmark_latency", "evaluate": "evaluate_engine evaluate_keras",
-}
-ALLOW_HINT = "--config summary='{allow_mixed_configs: true}'"
-
-
-def _place(values: dict) -> str:
-    """'device/backend/dataset_<size>px/model/precision' from the labels a row has."""
-    parts = [str(values["device"]) if "device" in values else "?",
-             str(values["backend"]) if "backend" in values else "?"]
-    if "dataset" in values:
-        size = values.get("input_size")
-        parts.append(f"{values['dataset']}_{int(size)}px" if pd.notna(size) and size != "" else str(values["dataset"]))
-    parts += [str(values[k]) for k in ("model", "precision") if k in values and pd.notna(values[k])]
-    return "/".join(parts)
-
-
-def settings_values(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, dict[str, set[str]]], set[str]]:
-    """Every dotted setting's values across the rows of ``frames``, and the rows of unknown settings.
-
-    Returns ``({dotted key: {value as JSON: {places}}}, {places without settings})``; a place is
-    'device/backend/dataset_<size>px/model/precision' (the parts a table has).
-    """
-    values: dict[str, dict[str, set[str]]] = {}
-    unknown: set[str] = set()
-    flat_of: dict[str, dict | None] = {}
-    for frame in frames.values():
-        if not len(frame):
-            continue
-        cols = [c for c in PLACE if c in frame.columns]
-        text = frame["settings"].fillna("").astype(str) if "settings" in frame.columns \
-            else pd.Series("", index=frame.index)
-        pairs = frame[cols].assign(_settings=text.to_numpy()).drop_duplicates()
-        for record in pairs.to_dict("records"):
-            settings = record.pop("_settings")
-            place = _place(record)
-            if settings not in flat_of:
-                try:
-                    parsed = json.loads(settings) if settings else None
-                    flat_of[settings] = flatten_settings(parsed) if isinstance(parsed, dict) else None
-                except ValueError:
-                    flat_of[settings] = None
-            flat = flat_of[settings]
-            if flat is None:
-                unknown.add(place)
-                continue
-            for key, value in flat.items():
-                shown = json.dumps(value, sort_keys=True, default=str)
-                values.setdefault(key, {}).setdefault(shown, set()).add(place)
-    return values, unknown
-
-
-def settings_conflicts(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, set[str]]]:
-    """The dotted settings with more than one value across the rows that carry them (see :func:`settings_values`)."""
-    return _conflicting(settings_values(frames)[0])
-
-
-def _conflicting(values: dict[str, dict[str, set[str]]]) -> dict[str, dict[str, set[str]]]:
-    """The keys of :func:`settings_values`' first result that have more than one value, sorted."""
-    return {key: found for key, found in sorted(values.items()) if len(found) > 1}
-
-
-def _abbreviate(places: set[str], folders: int = 3, cells: int = 2) -> str:
-    """'dev/backend (N cells: a, b, … and K more)' per device/backend folder, at most ``folders`` of them."""
-    by_folder: dict[str, list[str]] = {}
-    for place in sorted(places):
-        head, _, rest = place.partition("/")
-        backend, _, cell = rest.partition("/")
-        by_folder.setdefault(f"{head}/{backend}", []).append(cell or "(all)")
-    parts = []
-    for folder, found in list(by_folder.items())[:folders]:
-        shown = ", ".join(found[:cells]) + (f", … and {len(found) - cells} more" if len(found) > cells else "")
-        parts.append(f"{folder} ({len(found)} cell{'s' if len(found) != 1 else ''}: {shown})")
-    if len(by_folder) > folders:
-        parts.append(f"… and {len(by_folder) - folders} more device/backend folders")
-    return "; ".join(parts)
-
-
-def conflicts_message(conflicts: dict[str, dict[str, set[str]]], current: dict | None = None,
-                      results_dir: str | Path | None = None, max_keys: int = 8) -> str:
-    """The refusal: each differing key with its values and where each comes from, then the three fixes."""
-    lines = [(f"the summary would mix rows measured under different settings in {len(conflicts)} "
-              f"key{'s' if len(conflicts) != 1 else ''}; config key summary.allow_mixed_configs is false, so "
-              "nothing was written:")]
-    for key, found in list(conflicts.items())[:max_keys]:
-        now = ""
-        if current is not None:
-            now = f" [current config: {json.dumps(current[key], sort_keys=True, default=str)}]" \
-                if key in current else " [not set by the current config]"
-        lines.append(f"  - {key}{now}: " + " | ".join(f"{value} on {_abbreviate(places)}"
-                                                    for value, places in sorted(found.items())))
-    if len(conflicts) > max_keys:
-        lines.append(f"  - … and {len(conflicts) - max_keys} more keys: " + ", ".join(list(conflicts)[max_keys:]))
-    rules = sorted({rule for key in conflicts for rule in KEY_RULES.get(key.split(".")[0], "").split()})
-    where = f"{results_dir}/" if results_dir else "the results folder"
-    lines += [
-        "Fix it in one of three ways:",
-        ("  1. rerun the cells with the value you do not want under the config you want: on the machine that "
-         "measured them, run snakemake with that config (it reruns jobs whose settings changed); for copied "
-         f"results without Snakemake metadata add --forcerun {' '.join(rules) or '<rule>'} (reruns those jobs "
-         "and everything after them), or delete those cells' tables and run snakemake again;"),
-        f"  2. move the results you do not want to compare out of {where} (e.g. another device's folder);",
-        ("  3. draw them together anyway: set summary.allow_mixed_configs: true in the config file or run with "
-         f"{ALLOW_HINT}; every summary table then carries settings_hash (and the per-row tables settings) to "
-         "tell the rows apart."),
-    ]
-    return "\n".join(lines)
-
-
-def check_settings(frames: dict[str, pd.DataFrame], allow_mixed: bool = False, current: dict | None = None,
-                   results_dir: str | Path | None = None) -> dict[str, dict[str, set[str]]]:
-    """Refuse (ConfigError) rows of different comparable settings unless ``allow_mixed``; return the conflicts.
-
-    ``frames`` are the de-duplicated per-engine tables feeding the summary; ``current`` the current
-    config's flattened comparable settings (only to mark its values in the message). Rows without
-    a ``settings`` column (older results) are logged as of unknown settings and never conflict.
-    """
-    values, unknown = settings_values(frames)
-    if unknown:
-        log.warning("%d cells have no settings column (results from before it existed): their settings are "
-                    "unknown and not compared: %s", len(unknown), _abbreviate(unknown))
-    conflicts = _conflicting(values)
-    if not conflicts:
-        return conflicts
-    message = conflicts_message(conflicts, current, results_dir)
-    if not allow_mixed:
-        raise ConfigError(message)
-    log.warning("summary.allow_mixed_configs is true: summarizing rows of different settings together; "
-                "settings_hash in every table tells them apart. %s",
-                message.split("\n", 1)[1].split("Fix it")[0].rstrip())
-    return conflicts
 
 
 def _winners(frame: pd.DataFrame) -> pd.DataFrame:
@@ -537,113 +338,6 @@ def trace_table(export_traces: pd.DataFrame, build_traces: pd.DataFrame) -> pd.D
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-# --- claims --------------------------------------------------------------------------------------
-
-CLAIMS = [
-    # (id, text, study value, unit)
-    ("fp16_size_fraction", "FP16 engine size as a fraction of FP32", "~42% (58% smaller)", "%"),
-    ("int8_size_fraction", "INT8 engine size as a fraction of FP32", "<30% (over 70% smaller)", "%"),
-    ("fp16_top1_drop", "average FP16 top-1 drop", "2.9 points (0.94 to 4.49)", "points"),
-    ("int8_top1_drop", "average INT8 top-1 drop", "13.9 points", "points"),
-    ("quantized_latency_reduction", "latency reduction of quantized (FP16 and INT8) engines vs FP32",
-     "55% (ORIN) to 67% (XAVIER)", "%"),
-    ("int8_over_fp16_build_time", "INT8 engine build time / FP16 engine build time", "1.9x", "x"),
-    ("int8_faster_than_fp16", "INT8 latency reduction vs FP16", "3% to 4% faster", "%"),
-]
-
-
-def _claim_values(device: str, backend: str, tables: dict[str, pd.DataFrame]) -> dict[str, pd.Series]:
-    """Per-cell values (one per dataset/model) of each claim for one device/backend."""
-    def part(name):
-        frame = tables.get(name, pd.DataFrame())
-        if not len(frame):
-            return frame
-        return frame[(frame["device"] == device) & (frame["backend"] == backend)]
-
-    size, accuracy, latency, stats = part("size"), part("accuracy"), part("latency"), part("compression_stats")
-    values: dict[str, pd.Series] = {}
-    if len(size):
-        values["fp16_size_fraction"] = 100 * size.loc[size["precision"] == "fp16", "size_vs_fp32"]
-        values["int8_size_fraction"] = 100 * size.loc[size["precision"] == "int8", "size_vs_fp32"]
-    if len(accuracy):
-        values["fp16_top1_drop"] = accuracy.loc[accuracy["precision"] == "fp16", "top1_drop_vs_fp32_points"]
-        values["int8_top1_drop"] = accuracy.loc[accuracy["precision"] == "int8", "top1_drop_vs_fp32_points"]
-    if len(latency):
-        quantized = latency[latency["precision"].isin(["fp16", "int8"])]
-        values["quantized_latency_reduction"] = 100 * (1 - quantized["latency_median_vs_fp32"])
-        by = latency.set_index(["dataset", "model", "precision"])["latency_median_ms"]
-        by = by[~by.index.duplicated()].unstack("precision") if len(by) else pd.DataFrame()
-        if {"fp16", "int8"} <= set(by.columns):
-            values["int8_faster_than_fp16"] = 100 * (1 - by["int8"] / by["fp16"])
-    if len(stats):
-        builds = stats[stats["stage"] == "engine_build"].set_index(["dataset", "model", "precision"])["duration_mean_s"]
-        builds = builds[~builds.index.duplicated()].unstack("precision") if len(builds) else pd.DataFrame()
-        if {"fp16", "int8"} <= set(builds.columns):
-            values["int8_over_fp16_build_time"] = builds["int8"] / builds["fp16"]
-    return {k: pd.to_numeric(v, errors="coerce").dropna() for k, v in values.items()}
-
-
-def claims_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Each headline number of the study recomputed per device/backend: mean, range and count of cells."""
-    pairs = set()
-    for name in ("latency", "size", "accuracy", "compression_stats"):
-        frame = tables.get(name, pd.DataFrame())
-        if len(frame):
-            engines = frame[frame["precision"].isin(PRECISIONS)]
-            pairs |= set(map(tuple, engines[["device", "backend"]].drop_duplicates().to_numpy()))
-    rows = []
-    for device, backend in sorted(pairs):
-        values = _claim_values(device, backend, tables)
-        hashes = set()
-        for name in ("latency", "accuracy", "compression_stats"):
-            frame = tables.get(name, pd.DataFrame())
-            if len(frame) and "settings_hash" in frame.columns:
-                mine = frame[(frame["device"] == device) & (frame["backend"] == backend)]
-                hashes |= {str(h) for h in mine["settings_hash"].dropna() if str(h)}
-        for claim, text, study, unit in CLAIMS:
-            v = values.get(claim, pd.Series(dtype=float))
-            rows.append({"device": device, "backend": backend, "claim": claim, "description": text, "study": study,
-                         "unit": unit, "ours_mean": float(v.mean()) if len(v) else np.nan,
-                         "ours_min": float(v.min()) if len(v) else np.nan,
-                         "ours_max": float(v.max()) if len(v) else np.nan, "cells": int(len(v)),
-                         "settings_hashes": " ".join(sorted(hashes))})
-    return pd.DataFrame(rows, columns=["device", "backend", "claim", "description", "study", "unit", "ours_mean",
-                                       "ours_min", "ours_max", "cells", "settings_hashes"])
-
-
-def _fmt(value: float, unit: str) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    if unit == "x":
-        return f"{value:.2f}x"
-    if unit == "points":
-        return f"{value:.2f} points"
-    return f"{value:.1f}%"
-
-
-def claims_markdown(claims: pd.DataFrame) -> str:
-    """claims.md: per device/backend, each study headline beside our mean (and range over cells)."""
-    lines = ["# The study's headline numbers, recomputed from our data", "",
-             "Each value is the mean over the (dataset, model) cells measured on that device and backend; "
-             "the range is the smallest and largest cell. Top-1 drops are against our FP32 engine "
-             "(the study compares against its base models), latency is the median per task, build time is "
-             "the mean of the measured (non-warm-up) engine builds. The study measured Jetson Xavier NX and "
-             "Orin Nano with TensorRT; its latency numbers are on CIFAR-100.", ""]
-    if not len(claims):
-        lines.append("No engine results were found under results/.")
-    for (device, backend), group in claims.groupby(["device", "backend"], sort=True):
-        lines += [f"## {device} / {backend}", "", "| claim | study | ours (mean) | range over cells | cells |",
-                  "|---|---|---|---|---|"]
-        for _, row in group.iterrows():
-            spread = f"{_fmt(row['ours_min'], row['unit'])} to {_fmt(row['ours_max'], row['unit'])}" \
-                if row["cells"] else "n/a"
-            spread = spread.replace(" points to ", " to ")
-            lines.append(f"| {row['description']} | {row['study']} | {_fmt(row['ours_mean'], row['unit'])} | "
-                         f"{spread} | {row['cells']} |")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
 # --- entry points --------------------------------------------------------------------------------
 
 def build_tables(files: dict[str, list[str]], results_dir: str | Path | None = None, seed: int = 0,
@@ -699,10 +393,14 @@ def summarize(inputs: dict, out_dir: str | Path, allow_mixed: bool | None = None
     current = None
     if config is not None:
         # Every key any row could carry, with the current config's value.
-        current = flatten_settings(comparable_settings(config, precision="int8", backend="tensorrt"))
+        current = {}
+        for backend in BACKENDS:
+            current.update(flatten_settings(comparable_settings(config, precision="int8", backend=backend)))
     results_dir = inputs.get("results_dir")
     current_files = {key: list(inputs.get(key, []) or []) for key in FILE_KEYS}
     files = merge_file_lists(current_files, discover_results(results_dir)) if results_dir else current_files
+    if results_dir:
+        files = check_device_folders(files, results_dir, inputs.get("ignore_folders") or [])
     extra = sum(len(v) for v in files.values()) - sum(len(v) for v in current_files.values())
     log.info("reading %d per-engine tables (%d beyond the current config)", sum(len(v) for v in files.values()), extra)
     tables = build_tables(files, results_dir, seed=int(inputs.get("seed", 0)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -57,31 +58,20 @@ def remove_stale_scratch(outputs: list[str]) -> None:
                     stale.unlink(missing_ok=True)
 
 
-# The stage (workflow_scripts.config.STAGES) of each rule writing Parquet rows, and the precision of
-# rules without a precision wildcard. Rules not listed (the calibration study's) get stage None (all
-# stages) and no precision: their calibration is described by their variant columns instead.
-RULE_STAGES: dict[str, tuple[str, str | None]] = {
-    "train_model": ("train", None),
-    "evaluate_keras": ("evaluate_keras", None),
-    "export_onnx": ("export", None),
-    "build_engine": ("build", None),
-    "build_int8_engine": ("build", "int8"),
-    "benchmark_latency": ("latency", None),
-    "evaluate_engine": ("evaluate", None),
-}
+def row_settings(snakemake) -> dict:
+    """The settings this job's rows record: the rule's ``settings`` param (what Snakemake hashes for
+    reruns, built by rules/common.smk from ``config.rule_settings``), plus for the timed rules
+    ``runtime.<rule>.threads``, the CPU threads the measurement really ran with (``benchmark.threads``,
+    or the job's threads when that is 0), so rows measured with other ``--cores`` never mix silently."""
+    from ..config import TIMED_RULES
 
-
-def row_settings(snakemake, backend: str) -> dict:
-    """The comparable settings (``config.comparable_settings``) of the rows this job writes."""
-    from ..config import comparable_settings
-
-    wildcards = getattr(snakemake, "wildcards", None) or {}
-    rule = getattr(snakemake, "rule", None)
-    stage, precision = RULE_STAGES.get(rule, (None, None))
-    if rule in RULE_STAGES:
-        precision = precision or wildcards.get("precision")
-    return comparable_settings(snakemake.config, precision=precision, backend=backend, stage=stage,
-                               dataset=wildcards.get("dataset"))
+    settings = json.loads(json.dumps(dict(getattr(snakemake.params, "settings", {}) or {})))
+    # The logical rule (config.RULE_SETTINGS): build_engine_<backend> is build_engine.
+    rule = settings.pop("rule", getattr(snakemake, "rule", ""))
+    if rule in TIMED_RULES:
+        configured = settings.get("benchmark", {}).get("threads") if rule == "benchmark_latency" else 0
+        settings["runtime"] = {rule: {"threads": int(configured or snakemake.threads)}}
+    return settings
 
 
 def provenance_of(snakemake, **extra) -> dict:
@@ -96,6 +86,6 @@ def provenance_of(snakemake, **extra) -> dict:
     # copying results to another device does not rerun them; their rows still say where they ran.
     params.setdefault("device", detect_device_tag(snakemake.config.get("device", "auto")))
     params.setdefault("backend", "keras")
-    settings = settings_json(row_settings(snakemake, params["backend"]))
+    settings = settings_json(row_settings(snakemake))
     return {**provenance(config_hash=settings_hash(snakemake.config), settings=settings,
                          settings_hash=short_hash(settings), **params), **extra}

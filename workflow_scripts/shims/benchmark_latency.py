@@ -2,7 +2,8 @@ from workflow_scripts.latency import benchmark_latency
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-bench = sm.params.benchmark
+settings = sm.params.settings
+bench = settings["benchmark"]
 run(sm, lambda: benchmark_latency(
     backend=sm.wildcards.backend,
     engine_path=sm.input.engine,
@@ -12,7 +13,7 @@ run(sm, lambda: benchmark_latency(
     iterations=bench["iterations"],
     min_duration_s=bench["min_duration_s"],
     threads=bench["threads"] or sm.threads,
-    monitor_interval_s=sm.params.interval_s,
+    monitor_interval_s=settings["monitor"]["interval_s"],
     summary_path=sm.output.summary,
     samples_path=sm.output.samples,
     resources_path=sm.output.resources,

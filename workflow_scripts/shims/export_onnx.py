@@ -2,7 +2,8 @@ from workflow_scripts.export import export_onnx
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-export, compression = sm.params.export, sm.params.compression
+settings = sm.params.settings
+export, compression = settings["export"], settings["compression"]
 run(sm, lambda: export_onnx(
     keras_path=sm.input.model,
     onnx_path=sm.output.onnx,
@@ -10,10 +11,11 @@ run(sm, lambda: export_onnx(
     resources_path=sm.output.resources,
     data_dir=sm.params.data_dir,
     opset=export["opset"],
-    tolerance=export["parity_tolerance"],
-    parity_images=export["parity_images"],
+    # The parity gate is not a measured setting (config.NOT_MEASURED): read from the config.
+    tolerance=sm.config["export"]["parity_tolerance"],
+    parity_images=sm.config["export"]["parity_images"],
     warmup=compression["warmup"],
     repeats=compression["repeats"],
-    monitor_interval_s=sm.params.interval_s,
+    monitor_interval_s=settings["monitor"]["interval_s"],
     provenance=provenance_of(sm, dataset=sm.wildcards.dataset, model=sm.wildcards.model),
 ))

@@ -2,7 +2,8 @@ from workflow_scripts.shims import provenance_of, run
 from workflow_scripts.train import train_model
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-train = sm.params.train
+settings = sm.params.settings
+train = settings["train"]
 run(sm, lambda: train_model(
     data_dir=sm.params.data_dir,
     model_name=sm.wildcards.model,
@@ -12,8 +13,8 @@ run(sm, lambda: train_model(
     batch_size=train["batch_size"][sm.wildcards.dataset],
     learning_rate=train["learning_rate"],
     batchnorm_momentum=train["batchnorm_momentum"],
-    weights=sm.params.weights,
+    weights=settings["weights"],
     threads=sm.threads,
-    seed=sm.params.seed,
+    seed=settings["seed"],
     provenance=provenance_of(sm),
 ))

@@ -1,0 +1,190 @@
+"""The one registry of what the workflow can run: models, datasets, backends and precisions.
+
+Everything that enumerates them derives from here: the rules' wildcard constraints, the config
+checks, the schema's enums (``tests/test_registry.py`` asserts they agree), provenance's
+``backend_version``, the summary's path parser and the tests. Adding a backend is a module under
+``workflow_scripts/backends/``, one :class:`Backend` entry below, an ``envs/`` file and a schema
+options block.
+
+This module imports nothing heavy: it is read while Snakemake builds the DAG.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, field
+
+from .errors import BackendUnavailable, ConfigError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model of the study: how it is built and which family it belongs to."""
+
+    name: str
+    family: str
+    # "keras.applications" (built by workflow_scripts.models from keras.applications.<name>), or
+    # "module:function" of a builder with the signature of models.build_model.
+    builder: str = "keras.applications"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset: where its source loader lives and its default training batch size."""
+
+    name: str
+    loader: str  # "module:function" under workflow_scripts.sources
+    batch_size: int
+    needs_resources: bool  # read from resources_dir (published archives) rather than a package
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An inference backend and everything the workflow needs to know about it.
+
+    ``module`` exposes ``version()``, ``build_engine(source, engine, precision, batches, options,
+    calibration_dir)`` and ``load_runner(engine, threads)``; ``source`` is the artifact an engine
+    is built from (``onnx``: the exported model.onnx; ``keras``: the trained model.keras).
+    """
+
+    name: str
+    module: str
+    suffix: str
+    source: str
+    precisions: tuple[str, ...]
+    calibration_methods: tuple[str, ...]
+    env: str
+    version_packages: tuple[str, ...]
+    extra: str  # the pip extra that installs it
+    probe_packages: tuple[str, ...]  # importable top-level packages it needs
+    options_key: str | None = None  # the config block its builds and runners read
+    needs_gpu: bool = False
+    # Files written beside the engine that belong to it (OpenVINO's weights).
+    companions: tuple[str, ...] = field(default_factory=tuple)
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this backend can run here, and why not (cheap: no heavy import for CPU backends)."""
+        missing = [p for p in self.probe_packages if importlib.util.find_spec(p) is None]
+        if missing:
+            return False, (f"the Python package(s) {', '.join(missing)} are not installed "
+                           f"(pip install -e '.[{self.extra}]')")
+        if importlib.util.find_spec(f"workflow_scripts.backends.{self.module}") is None:
+            return False, f"the backend module workflow_scripts.backends.{self.module} is missing"
+        if self.needs_gpu:
+            return load(self.name).is_available()
+        return True, "installed"
+
+    def version(self) -> str:
+        """The installed version of the backend's own package ('' when absent; read from metadata)."""
+        for package in self.version_packages:
+            try:
+                return importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return ""
+
+
+MODELS: dict[str, Model] = {m.name: m for m in (
+    Model("MobileNetV3Small", "MobileNetV3"),
+    Model("MobileNetV3Large", "MobileNetV3"),
+    Model("EfficientNetB1", "EfficientNet"),
+    Model("EfficientNetB3", "EfficientNet"),
+    Model("DenseNet169", "DenseNet"),
+    Model("DenseNet201", "DenseNet"),
+)}
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (
+    Dataset("digits", "digits:load_digits_source", 32, needs_resources=False),
+    Dataset("cifar100", "cifar100:load_cifar100_source", 32, needs_resources=True),
+    Dataset("oxford_flowers102", "flowers102:load_flowers102_source", 4, needs_resources=True),
+)}
+
+_ALL_METHODS = ("entropy", "minmax", "percentile")
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("onnxruntime", "onnxruntime_backend", "onnx", "onnx", PRECISIONS, _ALL_METHODS,
+            "envs/onnxruntime.yaml", ("onnxruntime",), "onnxruntime", ("onnxruntime", "onnx"),
+            options_key="onnxruntime"),
+    Backend("litert", "litert_backend", "tflite", "keras", PRECISIONS, ("representative",),
+            "envs/litert.yaml", ("ai-edge-litert",), "litert", ("ai_edge_litert", "tensorflow"),
+            options_key="litert"),
+    Backend("openvino", "openvino_backend", "xml", "onnx", PRECISIONS, ("nncf",),
+            "envs/openvino.yaml", ("openvino",), "openvino", ("openvino", "nncf"),
+            options_key="openvino", companions=("bin",)),
+    # TensorRT's implicit calibrator is IInt8EntropyCalibrator2 only: any other method would be
+    # silently replaced by entropy.
+    Backend("tensorrt", "tensorrt", "engine", "onnx", PRECISIONS, ("entropy",),
+            "envs/tensorrt.yaml", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "tensorrt",
+            ("tensorrt", "polygraphy"), options_key="tensorrt", needs_gpu=True),
+)}
+
+# Backends whose INT8 calibration follows config key calibration.method (the others use their
+# own fixed scheme, recorded in the row: LiteRT's representative dataset, NNCF's defaults).
+METHOD_BACKENDS = tuple(name for name, b in BACKENDS.items() if set(b.calibration_methods) & set(_ALL_METHODS))
+ENGINE_SUFFIX = {name: b.suffix for name, b in BACKENDS.items()}
+
+
+def backend(name: str) -> Backend:
+    """The registry entry of backend ``name``; an unknown name is a ConfigError naming the choices."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r} in config key 'backends'; use auto or some of {list(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def load(name: str):
+    """Import and return backend ``name``'s module (heavy imports happen here, never at DAG time)."""
+    return importlib.import_module(f"workflow_scripts.backends.{backend(name).module}")
+
+
+def dataset_loader(name: str):
+    """The source-loading function of dataset ``name``."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r} in config key 'datasets'; choose from {', '.join(DATASETS)}")
+    module, _, function = DATASETS[name].loader.partition(":")
+    return getattr(importlib.import_module(f"workflow_scripts.sources.{module}"), function)
+
+
+def resolve_backends(requested) -> list[str]:
+    """Map config key ``backends`` (``auto``, one name or a list) to the backends that will run.
+
+    ``auto`` is every registered backend available here (TensorRT only with an NVIDIA GPU). A named
+    backend that cannot run is an error naming the extra to install.
+    """
+    if requested == "auto" or requested == ["auto"]:
+        chosen = [name for name, b in BACKENDS.items() if b.available()[0]]
+        if not chosen:
+            raise BackendUnavailable("config key 'backends' is auto, but no backend is available here; "
+                                     "install one, e.g. pip install -e '.[onnxruntime]'")
+        return chosen
+    names = [requested] if isinstance(requested, str) else list(requested)
+    for name in names:
+        entry = backend(name)
+        ok, reason = entry.available()
+        if not ok:
+            raise BackendUnavailable(
+                f"config key 'backends' names {name}, but {reason}. Install it (pip install -e '.[{entry.extra}]'), "
+                f"or leave it out, e.g. --config 'backends=[onnxruntime]'")
+    return list(dict.fromkeys(names))
+
+
+def check_backend_config(name: str, config: dict) -> None:
+    """Fail at planning time when backend ``name`` cannot do what ``config`` asks (precisions, calibration)."""
+    entry = backend(name)
+    bad = [p for p in config["precisions"] if p not in entry.precisions]
+    if bad:
+        raise ConfigError(f"config key 'precisions' has {bad} which backend {name!r} cannot build; "
+                          f"use a subset of {list(entry.precisions)} or leave {name} out of 'backends'")
+    if "int8" not in config["precisions"] or name not in METHOD_BACKENDS:
+        return
+    if name == "tensorrt" and config.get("tensorrt", {}).get("int8_mode", "calibration") != "calibration":
+        return
+    method = config.get("calibration", {}).get("method", "entropy")
+    if method not in entry.calibration_methods:
+        other = [b for b in METHOD_BACKENDS if method in BACKENDS[b].calibration_methods and b != name]
+        raise ConfigError(
+            f"config key 'calibration.method' is {method!r}, which backend {name!r} cannot do "
+            f"(it calibrates INT8 with {', '.join(entry.calibration_methods)} only); set calibration.method to one of "
+            f"{list(entry.calibration_methods)}" + (f", or use backend {other[0]!r}" if other else ""))
