@@ -1,12 +1,14 @@
 # The INT8 calibration study (config key calibration_study; docs/calibration.md): one INT8 engine
 # per variant of the calibration axes, each evaluated and benchmarked with the workflow's own
 # rules, per-layer sensitivity, the int8-auto mixed-precision fallback, and a summary.
-from workflow_scripts.calibration_study import (  # noqa: E402
+# Calibrate once, reuse: per model one pre-processed graph (prepared.onnx) and per model x calibration
+# image set one statistics artifact (ranges + histograms), which every variant of that set reads.
+from workflow_scripts.calibration_study import study_cells  # noqa: E402
+from workflow_scripts.calibration_variants import (  # noqa: E402
     AUTO_VARIANT,
     VARIANT_REGEX,
     expand_variants,
     parse_variant,
-    study_cells,
     variant_labels,
 )
 
@@ -29,19 +31,21 @@ STUDY_BASELINE = parse_variant(STUDY.get("baseline", "entropy-n256-pc-asym-none"
 STUDY_AUTO = bool(STUDY.get("auto", {}).get("enabled", True))
 STUDY_FP16 = "fp16" in config["precisions"]
 STUDY_CAL = f"{ENGINE_DIR}/calibration"
+# The ONNX Runtime INT8 type settings (CPU policy, reduce_range resolved at planning) of every study build.
+STUDY_INT8_OPTIONS = {k: config.get("onnxruntime", {}).get(k) for k in ("int8_cpu_policy", "reduce_range")}
 # Every table the study summary reads, for the current matrix and variant list.
 STUDY_INPUTS = {
-    "fp32": matrix(f"{ENGINE_DIR}/fp32_predictions.parquet") + matrix(f"{ENGINE_DIR}/fp32_latency.parquet"),
+    "fp32": matrix(f"{ENGINE_DIR}/fp32_predictions.parquet", backend=BACKEND) + matrix(f"{ENGINE_DIR}/fp32_latency.parquet", backend=BACKEND),
     "variants": [
         path
         for variant in STUDY_VARIANTS + ([AUTO_VARIANT] if STUDY_AUTO else [])
         for kind in ("predictions", "latency")
-        for path in matrix(f"{STUDY_CAL}/{{variant}}_{kind}.parquet", variant=variant)
+        for path in matrix(f"{STUDY_CAL}/{{variant}}_{kind}.parquet", variant=variant, backend=BACKEND)
     ],
-    "builds": [p for v in STUDY_VARIANTS for p in matrix(f"{STUDY_CAL}/{{variant}}_build.parquet", variant=v)],
-    "sensitivity": matrix(f"{STUDY_CAL}/sensitivity.parquet"),
-    "fp16": matrix(f"{ENGINE_DIR}/fp16_predictions.parquet") if STUDY_FP16 else [],
-    "auto": matrix(f"{STUDY_CAL}/{AUTO_VARIANT}.json") if STUDY_AUTO else [],
+    "builds": [p for v in STUDY_VARIANTS for p in matrix(f"{STUDY_CAL}/{{variant}}_build.parquet", variant=v, backend=BACKEND)],
+    "sensitivity": matrix(f"{STUDY_CAL}/sensitivity.parquet", backend=BACKEND),
+    "fp16": matrix(f"{ENGINE_DIR}/fp16_predictions.parquet", backend=BACKEND) if STUDY_FP16 else [],
+    "auto": matrix(f"{STUDY_CAL}/{AUTO_VARIANT}.json", backend=BACKEND) if STUDY_AUTO else [],
 }
 STUDY_OUTPUTS = {
     "study": f"{STUDY_DIR}/calibration_study.parquet",
@@ -55,10 +59,54 @@ STUDY_OUTPUTS = {
 CALIBRATION_STUDY_TARGETS = list(STUDY_OUTPUTS.values())
 
 
+def _statistics_of(w):
+    """The statistics artifact of a variant's calibration image set."""
+    n = parse_variant(w.variant).num_images
+    return f"{w.results}/{w.device}/{w.backend}/{w.dataset}_{w.size}px/{w.model}/calibration/statistics-n{n}.npz"
+
+
+def _prepared_of(w):
+    return f"{w.results}/{w.device}/{w.backend}/{w.dataset}_{w.size}px/{w.model}/calibration/prepared.onnx"
+
+
+rule calibration_prepare:
+    input:
+        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+    output:
+        prepared=f"{CAL_DIR}/prepared.onnx",
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/prepare.log",
+    conda:
+        "../envs/onnxruntime.yaml"
+    script:
+        "../workflow_scripts/shims/calibration_prepare.py"
+
+
+rule calibration_statistics:
+    input:
+        data_files,
+        prepared=f"{CAL_DIR}/prepared.onnx",
+    output:
+        statistics=f"{CAL_DIR}/statistics-n{{num_images,[0-9]+}}.npz",
+    params:
+        data_dir=data_dir,
+        batch_size=config["calibration"]["batch_size"],
+        seed=config["seed"],
+    threads: workflow.cores
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/statistics-n{num_images}.log",
+    conda:
+        "../envs/onnxruntime.yaml"
+    script:
+        "../workflow_scripts/shims/calibration_statistics.py"
+
+
 rule build_calibration_variant:
     input:
         data_files,
         onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+        prepared=_prepared_of,
+        statistics=_statistics_of,
     output:
         engine=f"{CAL_DIR}/{BUILT}.onnx",
         build=f"{CAL_DIR}/{BUILT}_build.parquet",
@@ -73,6 +121,7 @@ rule build_calibration_variant:
         batch_size=config["calibration"]["batch_size"],
         interval_s=config["monitor"]["interval_s"],
         seed=config["seed"],
+        int8_options=STUDY_INT8_OPTIONS,
         labels=lambda w: variant_labels(w.variant, w.dataset, w.model, w.size),
         provenance=provenance_params,
     threads: workflow.cores
@@ -122,6 +171,7 @@ rule calibration_sensitivity:
     input:
         data_files,
         onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+        prepared=f"{CAL_DIR}/prepared.onnx",
         engine=f"{CAL_DIR}/{STUDY_BASELINE}.onnx",
     output:
         table=f"{CAL_DIR}/sensitivity.parquet",
@@ -151,6 +201,8 @@ rule calibration_int8_auto:
         onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
         fp32=f"{{results}}/{{device}}/{{backend}}/{{dataset}}_{{size}}px/{{model}}/fp32.{ENGINE_EXT}",
         sensitivity=f"{CAL_DIR}/sensitivity.parquet",
+        prepared=f"{CAL_DIR}/prepared.onnx",
+        statistics=f"{CAL_DIR}/statistics-n{parse_variant(STUDY_BASELINE).num_images}.npz",
     output:
         engine=f"{CAL_DIR}/{AUTO_VARIANT}.onnx",
         record=f"{CAL_DIR}/{AUTO_VARIANT}.json",
@@ -162,6 +214,7 @@ rule calibration_int8_auto:
         batch_size=config["calibration"]["batch_size"],
         eval_batch_size=config["evaluate"]["batch_size"],
         seed=config["seed"],
+        int8_options=STUDY_INT8_OPTIONS,
         labels=lambda w: variant_labels(AUTO_VARIANT, w.dataset, w.model, w.size),
         provenance=provenance_params,
     threads: workflow.cores

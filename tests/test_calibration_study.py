@@ -97,7 +97,7 @@ def test_paired_drop_is_in_points_with_a_paired_interval():
 
 STUDY_CONFIG = {
     "models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32", "fp16", "int8"],
-    "backend": "onnxruntime", "weights": "none", "input_size": 32,
+    "backends": ["onnxruntime"], "weights": "none", "input_size": 32,
     "calibration_study": {"enabled": True, "methods": ["entropy"], "num_images": [64]},
 }
 
@@ -126,13 +126,17 @@ def test_adding_an_axis_value_plans_only_the_builds_it_affects(tmp_path):
 
     more_sizes = {**STUDY_CONFIG, "calibration_study": {**STUDY_CONFIG["calibration_study"], "num_images": [64, 128]}}
     plan = job_counts(_snakemake(tmp_path, more_sizes, "-n"))
-    assert plan == {"build_calibration_variant": 1, "evaluate_calibration_variant": 1,
+    # A new image set: its statistics (calibrated once) and the one variant reading them.
+    assert plan == {"calibration_statistics": 1, "build_calibration_variant": 1, "evaluate_calibration_variant": 1,
                     "benchmark_calibration_variant": 1, "calibration_study_summary": 1, "all": 1}, plan
     assert "calibration/entropy-n128-pc-asym-none.onnx" in _snakemake(tmp_path, more_sizes, "-n")
 
     weights = {**STUDY_CONFIG, "calibration_study": {**STUDY_CONFIG["calibration_study"], "per_channel": [True, False]}}
     plan = job_counts(_snakemake(tmp_path, weights, "-n"))
-    assert plan["build_calibration_variant"] == 1 and "build_int8_engine" not in plan and "build_engine" not in plan
+    assert plan["build_calibration_variant"] == 1, plan
+    assert not any(rule.startswith(("build_engine", "build_int8_engine")) for rule in plan), plan
+    # Same images: the per-tensor variant reuses the n64 statistics and the pre-processed model.
+    assert "calibration_statistics" not in plan and "calibration_prepare" not in plan, plan
 
 
 def test_disabled_study_adds_nothing_to_the_default_plan(tmp_path):
@@ -143,19 +147,30 @@ def test_disabled_study_adds_nothing_to_the_default_plan(tmp_path):
 
 # --- real builds on the session's trained MobileNetV3Small -----------------------------------------
 
-@pytest.fixture(scope="module")
-def study_engines(tmp_path_factory, onnx_path, digits_dir):
+def _default_and_poor(out: Path, onnx_path, digits_dir, cpu_policy: str = "auto"):
     """The default variant, a deliberately poor one and FP32 correctness on the test split."""
-    out = tmp_path_factory.mktemp("study")
     fp32 = split_correctness(ort_backend.load_runner(onnx_path), digits_dir, "test", 64)
     built = {}
     for variant_id in ("entropy-n256-pc-asym-none", "minmax-n8-pt-asym-none"):
         variant = parse_variant(variant_id)
         path = out / f"{variant_id}.onnx"
+        options = {**variant_options(variant, [], [], 16), "int8_cpu_policy": cpu_policy}
         ort_backend.build_engine(onnx_path, path, "int8", calibration_source(digits_dir, variant.num_images, 16, 0),
-                                 variant_options(variant, [], [], 16), None)
+                                 options, None)
         built[variant_id] = path
     return out, fp32, built
+
+
+@pytest.fixture(scope="module")
+def study_engines(tmp_path_factory, onnx_path, digits_dir):
+    """The default variant, a deliberately poor one and FP32 correctness, with this CPU's INT8 settings."""
+    return _default_and_poor(tmp_path_factory.mktemp("study"), onnx_path, digits_dir)
+
+
+@pytest.fixture(scope="module", params=["vnni", "no_vnni"])
+def policy_engines(request, tmp_path_factory, onnx_path, digits_dir):
+    """The same two variants built with the INT8 settings of a CPU with VNNI, then of one without (reduce_range)."""
+    return _default_and_poor(tmp_path_factory.mktemp(f"study-{request.param}"), onnx_path, digits_dir, request.param)
 
 
 def _scores(path, data_dir) -> np.ndarray:
@@ -165,16 +180,17 @@ def _scores(path, data_dir) -> np.ndarray:
     return np.concatenate([runner.run(images) for images, _ in iter_batches(data_dir, "test", 128)])
 
 
-def test_poor_calibration_is_further_from_fp32_than_the_default(study_engines, onnx_path, digits_dir):
+def test_poor_calibration_is_further_from_fp32_than_the_default(policy_engines, onnx_path, digits_dir):
     """Per-tensor weights, min-max, 8 images versus the default (entropy, 256, per-channel).
 
     On these small digits models the top-1 drop of both is within an image or two of each other
     (270 test images: one image is 0.37 point), so top-1 alone cannot separate them: the issue's
     "larger top-1 drop" is not shown here (docs/calibration.md measures six models). What is
     asserted is that the class scores' SQNR against FP32 is lower for the poor setting, and that its
-    top-1 is not better than the default's by more than one image.
+    top-1 is not better than the default's by more than one image. It must hold with either CPU
+    policy: full 8-bit weights (VNNI) and 7-bit ``reduce_range`` weights (x86 without VNNI).
     """
-    _, fp32, built = study_engines
+    _, fp32, built = policy_engines
     reference = _scores(onnx_path, digits_dir)
     drops, sqnr = {}, {}
     for variant_id, path in built.items():

@@ -49,7 +49,7 @@ def layer_sensitivity(float_model: str | Path, qdq_model: str | Path,
     """One row per node of ``float_model`` whose output the INT8 model quantizes, ranked (rank 1 = most sensitive).
 
     ``float_model`` must be the pre-processed FP32 model the INT8 model was quantized from
-    (:func:`workflow_scripts.calibration_study.prepare_model`).
+    (:func:`workflow_scripts.calibration_presets.prepare_model`).
     """
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import compute_activation_error, create_activation_matching
@@ -169,16 +169,20 @@ def auto_fallback(ranking: Sequence[str | Sequence[str]], drop_with: Callable[[l
 
 
 def run_sensitivity(onnx_path: str | Path, qdq_engine: str | Path, data_dir: str | Path, num_images: int,
-                    batch_size: int, seed: int, out_table: str | Path, labels: dict, provenance: dict) -> pd.DataFrame:
-    """Sensitivity of the baseline INT8 engine on calibration images of the train split; write Parquet."""
+                    batch_size: int, seed: int, out_table: str | Path, labels: dict, provenance: dict,
+                    prepared: str | Path | None = None) -> pd.DataFrame:
+    """Sensitivity of the baseline INT8 engine on calibration images of the train split; write Parquet.
+
+    ``prepared``: the study's shared pre-processed model (made here when absent)."""
     from .artifacts import write_parquet
-    from .calibration_study import prepare_model, train_split_size
+    from .calibration_presets import prepare_model
+    from .calibration_study import train_split_size
     from .engine import calibration_source
     from .provenance import with_provenance
 
     num_images = min(num_images, train_split_size(data_dir))
     with tempfile.TemporaryDirectory(prefix="edgeptq-sens-", dir=Path(out_table).parent) as tmp:
-        prepared = prepare_model(onnx_path, Path(tmp) / "prepared.onnx")
+        prepared = prepared or prepare_model(onnx_path, Path(tmp) / "prepared.onnx")
         frame = layer_sensitivity(prepared, qdq_engine, calibration_source(data_dir, num_images, batch_size, seed), tmp)
     for key, value in labels.items():
         frame[key] = value
@@ -192,16 +196,22 @@ def run_sensitivity(onnx_path: str | Path, qdq_engine: str | Path, data_dir: str
 def run_int8_auto(onnx_path: str | Path, fp32_engine: str | Path, baseline_variant: str, sensitivity_table: str | Path,
                   data_dir: str | Path, calibration_batch_size: int, eval_batch_size: int, target_points: float,
                   budget: int, seed: int, engine_path: str | Path, record_json: str | Path,
-                  steps_table: str | Path, labels: dict, provenance: dict) -> dict:
-    """``int8-auto``: the baseline variant plus the fewest most-sensitive nodes in float meeting the validation target."""
+                  steps_table: str | Path, labels: dict, provenance: dict, prepared: str | Path | None = None,
+                  statistics: str | Path | None = None, int8_options: dict | None = None) -> dict:
+    """``int8-auto``: the baseline variant plus the fewest most-sensitive nodes in float meeting the validation target.
+
+    With ``prepared`` and ``statistics`` (the study's shared pre-processed model and the baseline's
+    calibration statistics) every step reuses them instead of calibrating again.
+    """
     import shutil
 
     import onnx
 
     from .artifacts import write_parquet, write_text
     from .backends import onnxruntime_backend as ort_backend
-    from .calibration_study import (check_num_images, parse_variant, prepare_model, resolve_exclusions,
-                                    split_correctness, train_split_size, variant_options)
+    from .calibration_presets import prepare_model, resolve_exclusions
+    from .calibration_study import split_correctness, train_split_size
+    from .calibration_variants import check_num_images, parse_variant, variant_options
     from .engine import calibration_source
     from .provenance import with_provenance
 
@@ -210,7 +220,11 @@ def run_int8_auto(onnx_path: str | Path, fp32_engine: str | Path, baseline_varia
     engine_path = Path(engine_path)
     work = Path(tempfile.mkdtemp(prefix="edgeptq-auto-", dir=engine_path.parent))
     try:
-        prepared = prepare_model(onnx_path, work / "prepared.onnx")
+        shared = {}
+        if prepared and statistics:
+            shared = {"prepared_model": str(prepared), "calibration_statistics": str(statistics)}
+        else:
+            prepared = prepare_model(onnx_path, work / "prepared.onnx")
         op_types, preset_nodes = resolve_exclusions(onnx.load(str(prepared), load_external_data=False), variant.exclude)
         ranking = ranked_groups(pd.read_parquet(sensitivity_table), exclude=preset_nodes)
         fp32 = split_correctness(ort_backend.load_runner(fp32_engine), data_dir, "val", eval_batch_size)
@@ -219,7 +233,8 @@ def run_int8_auto(onnx_path: str | Path, fp32_engine: str | Path, baseline_varia
 
         def drop_with(kept: list[str]) -> float:
             path = work / f"auto-{len(kept)}.onnx"
-            options = variant_options(variant, op_types, preset_nodes + kept, calibration_batch_size)
+            options = {**variant_options(variant, op_types, preset_nodes + kept, calibration_batch_size), **shared,
+                       **{k: v for k, v in (int8_options or {}).items() if v is not None}}
             ort_backend.build_engine(onnx_path, path, "int8", batches, options, None)
             built[len(kept)] = path
             correct = split_correctness(ort_backend.load_runner(path), data_dir, "val", eval_batch_size)

@@ -149,3 +149,26 @@ def repeat_statistics(durations, confidence: float = CONFIDENCE) -> dict[str, fl
         low = high = float("nan")
     return {"runs": n, "mean": mean, "std": std, "min": float(x.min()) if n else float("nan"),
             "max": float(x.max()) if n else float("nan"), "ci_low": float(low), "ci_high": float(high)}
+
+
+def paired_drop(reference_correct, other_correct, n_resamples: int = 2000, seed: int = 0,
+                confidence: float = 0.95) -> tuple[float, float, float]:
+    """Top-1 drop in points (reference - other) with a paired bootstrap CI over the same images.
+
+    ``scipy.stats.bootstrap(..., paired=True)``, percentile method (BCa is NaN for engines that agree
+    on every image). A zero-width interval means the two agree on every image. (The calibration
+    study's drop; unlike :func:`paired_difference_ci` it is in points and evaluates all resamples at once.)
+    """
+    a = np.asarray(reference_correct, dtype=float)
+    b = np.asarray(other_correct, dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+    drop = 100.0 * float(a.mean() - b.mean())
+    if len(a) < 2:
+        return drop, float("nan"), float("nan")
+    if np.array_equal(a, b):
+        return drop, 0.0, 0.0
+    result = stats.bootstrap((a, b), lambda x, y, axis=-1: 100.0 * (x.mean(axis=axis) - y.mean(axis=axis)),
+                             paired=True, vectorized=True, n_resamples=n_resamples, confidence_level=confidence,
+                             method="percentile", **_rng_kwargs(seed))
+    return drop, float(result.confidence_interval.low), float(result.confidence_interval.high)

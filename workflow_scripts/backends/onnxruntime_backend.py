@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -193,9 +194,15 @@ class _BatchReader:
         return None if batch is None else {self.input_name: batch}
 
 
+CALIBRATORS = ("edgeptq", "onnxruntime")
+
+
 def calibrate_ranges(model_path: Path, calibration_batches: Callable[[], Iterator[np.ndarray]], method: str,
                      percentile: float, symmetric: bool, work_dir: Path):
-    """Run calibration one batch at a time (bounded memory) and return ORT's tensor ranges."""
+    """ONNX Runtime's own calibrator, one batch at a time (bounded memory): its tensor ranges and the image count.
+
+    The reference the fast calibrator (:mod:`workflow_scripts.calibrate`) is checked and timed against.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
@@ -219,6 +226,30 @@ def calibrate_ranges(model_path: Path, calibration_batches: Callable[[], Iterato
     return calibrator.compute_data(), seen
 
 
+def fast_ranges(model_path: Path, calibration_batches, method: str, percentile: float, symmetric: bool,
+                statistics_path: str | Path | None = None, threads: int = 0):
+    """Ranges from :mod:`workflow_scripts.calibrate`: measured now, or read from a saved statistics artifact."""
+    from .. import calibrate
+
+    if statistics_path:
+        stats = calibrate.load_statistics(statistics_path, model_path)
+        if method != "minmax" and not stats.has_histograms:
+            raise ConfigError(f"calibration statistics {statistics_path} hold no histograms; method {method} needs them")
+    else:
+        stats = calibrate.collect_statistics(model_path, calibration_batches, histograms=method != "minmax",
+                                             threads=threads)
+    ranges = calibrate.tensor_ranges(stats, method, percentile, symmetric)
+    return calibrate.tensors_data(ranges, method), stats.images
+
+
+def prepare_for_quantization(onnx_path: str | Path, out: str | Path) -> Path:
+    """The pre-processed model quantize_static quantizes (symbolic shapes, ORT's basic optimizations)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(onnx_path), str(out), skip_symbolic_shape=False)
+    return Path(out)
+
+
 def quantizable_op_types(exclude_op_types=None) -> list[str] | None:
     """Op types quantize_static should quantize: all it knows (its own default) minus ``exclude_op_types``.
 
@@ -236,7 +267,8 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.quant_utils import write_calibration_table
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .. import calibrate
 
     method = options.get("method", "entropy")
     if method not in CALIBRATION_METHODS:
@@ -246,30 +278,44 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
     log.info("INT8 types: reduce_range=%s activations %s weights %s (%s)", types["reduce_range"],
              types["activation_type"], types["weight_type"], types["reason"])
     facts: dict = {f"int8_{k}" if not k.startswith("int8_") else k: v for k, v in types.items()}
+    calibrator = options.get("calibrator") or "edgeptq"
+    if calibrator not in CALIBRATORS:
+        raise ConfigError(f"onnxruntime option 'calibrator' is {calibrator!r}; use one of {CALIBRATORS}")
+    percentile = float(options.get("percentile", 99.999))
     with tempfile.TemporaryDirectory(prefix="edgeptq-int8-", dir=out.parent) as tmp_name:
         tmp = Path(tmp_name)
-        prepared = tmp / "prepared.onnx"
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=False)
         started = time.perf_counter()
-        ranges, seen = calibrate_ranges(prepared, calibration_batches, method, float(options.get("percentile", 99.999)),
-                                        symmetric, tmp)
+        # A pre-processed model (and statistics measured on it) may be shared by several builds.
+        prepared = Path(options["prepared_model"]) if options.get("prepared_model") else \
+            prepare_for_quantization(onnx_path, tmp / "prepared.onnx")
+        facts["preprocess_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        if calibrator == "onnxruntime":
+            ranges, seen = calibrate_ranges(prepared, calibration_batches, method, percentile, symmetric, tmp)
+        else:
+            ranges, seen = fast_ranges(prepared, calibration_batches, method, percentile, symmetric,
+                                       options.get("calibration_statistics"), int(options.get("calibration_threads", 0)))
         facts["calibration_s"] = time.perf_counter() - started
+        facts["calibrator"] = calibrator
         facts["calibration_images"] = seen
         cache = tmp / "ranges.json"
         save_tensors_data(ranges, cache)
         method_enum = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
                        "percentile": CalibrationMethod.Percentile}[method]
         qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-        quantize_static(
-            str(prepared), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            per_channel=bool(options.get("per_channel", True)), reduce_range=types["reduce_range"],
-            activation_type=qtype[types["activation_type"]],
-            weight_type=qtype[types["weight_type"]], calibrate_method=method_enum,
-            calibration_cache_path=str(cache), extra_options={"ActivationSymmetric": symmetric},
-            # Mixed precision: op types and nodes named here stay float (no QDQ around them).
-            op_types_to_quantize=quantizable_op_types(options.get("exclude_op_types")),
-            nodes_to_exclude=list(options.get("exclude_nodes") or []) or None,
-        )
+        started = time.perf_counter()
+        with calibrate.fast_graph_rewrites() if options.get("fast_rewrites", True) else contextlib.nullcontext():
+            quantize_static(
+                str(prepared), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                per_channel=bool(options.get("per_channel", True)), reduce_range=types["reduce_range"],
+                activation_type=qtype[types["activation_type"]],
+                weight_type=qtype[types["weight_type"]], calibrate_method=method_enum,
+                calibration_cache_path=str(cache), extra_options={"ActivationSymmetric": symmetric},
+                # Mixed precision: op types and nodes named here stay float (no QDQ around them).
+                op_types_to_quantize=quantizable_op_types(options.get("exclude_op_types")),
+                nodes_to_exclude=list(options.get("exclude_nodes") or []) or None,
+            )
+        facts["quantize_s"] = time.perf_counter() - started
         if calibration_dir is not None:
             table_dir = tmp / "table"
             table_dir.mkdir()

@@ -14,9 +14,12 @@ run(sm, lambda: run_int8_auto(
     target_points=auto["target_drop_points"],
     budget=auto["node_budget"],
     seed=sm.params.seed,
+    int8_options=sm.params.int8_options,
     engine_path=sm.output.engine,
     record_json=sm.output.record,
     steps_table=sm.output.steps,
     labels=sm.params.labels,
     provenance=provenance_of(sm),
+    prepared=sm.input.prepared,
+    statistics=sm.input.statistics,
 ))

@@ -15,6 +15,9 @@ run(sm, lambda: build_variant(
     float_nodes_json=sm.output.float_nodes,
     monitor_interval_s=sm.params.interval_s,
     seed=sm.params.seed,
+    int8_options=sm.params.int8_options,
     labels=sm.params.labels,
     provenance=provenance_of(sm, dataset=sm.wildcards.dataset, model=sm.wildcards.model),
+    prepared=sm.input.prepared,
+    statistics=sm.input.statistics,
 ))

@@ -12,4 +12,5 @@ run(sm, lambda: run_sensitivity(
     out_table=sm.output.table,
     labels=sm.params.labels,
     provenance=provenance_of(sm),
+    prepared=sm.input.prepared,
 ))
