@@ -1,36 +1,37 @@
-"""Fast INT8 calibration for the CPU backends: two inference passes, fixed histograms, vectorized KL search.
+"""Fast INT8 calibration for the CPU backends: one inference pass, fixed-width histograms, vectorized KL search.
 
 ONNX Runtime's own calibrators run the model with graph optimization off, keep every batch's
 tensors, re-bin each tensor's histogram as its range widens (one ``np.histogram`` per tensor and
 batch) and search the KL threshold in Python loops. This module computes the same ranges with:
 
-1. **Pass 1, ranges**: the model plus a ``ReduceMin``/``ReduceMax`` per calibrated tensor, run in an
-   optimized session; only two scalars per tensor and batch leave the session. Min-max needs no more.
-2. **Pass 2, histograms** (entropy, percentile): every calibrated tensor is an output, counted into a
-   *fixed-width* histogram whose grid is known from pass 1 (no re-binning; TensorRT's approach), with
-   one ``np.bincount`` per tensor and batch.
+1. **Ranges only (min-max)**: the model plus a ``ReduceMin``/``ReduceMax`` per calibrated tensor, run in
+   an optimized session; only two scalars per tensor and batch leave the session.
+2. **Histograms (entropy, percentile)**: one pass in an optimized session with every calibrated tensor
+   as an output; per tensor and batch its min/max and one ``np.bincount`` into a *fixed-width*
+   histogram (TensorRT's approach: no re-binning). The bin width is fixed by the first batch, as
+   ONNX Runtime anchors its grid there; a wider later batch pads the count array with whole bins on
+   both sides, so no count ever moves. (Fixing the width by the first batch is what makes one pass
+   enough: a separate range pass first would only be needed for a width set by the global range.)
 3. **Thresholds**: min-max as ONNX Runtime's ``MinMaxCalibrater``; percentile as its
    ``compute_percentile``; entropy as its ``get_entropy_threshold`` (the same reference and candidate
    distributions, 128 quantized bins, smoothing and KL divergence), vectorized over all candidate
    thresholds at once.
 
-The histogram grid is the one ONNX Runtime's ``HistogramCollector`` ends with for the same batches:
-entropy starts from 128 bins over ±(first batch's max |x|) and percentile from 2048, each widened by
-whole bins of the same width as later batches exceed it. Pass 1 records every batch's range, so the
-final grids follow without re-binning; one histogram at 1/32 of the entropy bin width (1/2 of the
-percentile one) serves both by summing neighbouring bins. The symmetric percentile (ONNX Runtime
-collects |x| there) folds the signed histogram at zero.
+The stored histogram is 32 times finer than ONNX Runtime's entropy grid (128 bins over ± the anchor)
+and twice as fine as its percentile grid (2048 bins); each method sums neighbouring bins into the grid
+ONNX Runtime's ``HistogramCollector`` ends with for the same batches (every batch's range is recorded,
+and :func:`_grown_grid` replays ORT's widening). The symmetric percentile (ORT collects |x| there)
+folds the signed histogram at zero.
 
-:class:`CalibrationStatistics` (pass 1 + pass 2) is the artifact of one model and one calibration
-image set, saved by :func:`save_statistics` and read by :func:`load_statistics`; every INT8 variant
-of that model and image set computes its ranges from it (:func:`tensor_ranges`) and hands them to
-``quantize_static`` through its public calibration cache (``calibration_cache_path``, a
-``TensorsData`` written by ``save_tensors_data``).
+:class:`CalibrationStatistics` is the artifact of one model and one calibration image set, saved by
+:func:`save_statistics` and read by :func:`load_statistics`; every INT8 variant of that model and image
+set computes its ranges from it (:func:`tensor_ranges`) and hands them to ``quantize_static`` through
+its public calibration cache (``calibration_cache_path``, a ``TensorsData`` written by
+``save_tensors_data``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -175,7 +176,7 @@ class CalibrationStatistics:
 
     @property
     def has_histograms(self) -> bool:
-        return len(self.hist) > 0 or (len(self.tensors) == 0)
+        return len(self.half_bins) == len(self.tensors)
 
     def fine_histogram(self, index: int) -> np.ndarray:
         return self.hist[self.offsets[index]:self.offsets[index + 1]]
@@ -459,42 +460,3 @@ def load_statistics(path: str | Path, model_path: str | Path | None = None) -> C
     if model_path is not None and model_digest(model_path) != stats.model_sha256:
         raise ValueError(f"{path} was measured on another model than {model_path}; recompute it")
     return stats
-
-
-# --- quantize_static's graph rewriting ------------------------------------------------------------------
-
-@contextlib.contextmanager
-def fast_graph_rewrites():
-    """Within the block, ORT's ``ONNXModel.replace_{input,output}_of_all_nodes`` skip nodes without the name.
-
-    ``quantize_static`` rewires every quantized tensor by visiting every node of the graph and comparing
-    each of its inputs in Python (``replace_node_input``): O(tensors x nodes x inputs) Python calls, most
-    of its graph-rewriting time. The replacement first asks protobuf (in C) whether the node names the
-    tensor at all, then rewires exactly as before: the output model is byte-identical
-    (``tests/test_calibrate.py``). Restored on exit; a no-op where ORT's class changed shape.
-    """
-    from onnxruntime.quantization.onnx_model import ONNXModel
-
-    originals = {name: getattr(ONNXModel, name, None) for name in ("replace_input_of_all_nodes",
-                                                                   "replace_output_of_all_nodes")}
-    if None in originals.values() or not hasattr(ONNXModel, "replace_node_input"):
-        yield
-        return
-
-    def replace_input_of_all_nodes(self, old_input_name, new_input_name):
-        for node in self.model.graph.node:
-            if old_input_name in node.input:
-                ONNXModel.replace_node_input(node, old_input_name, new_input_name)
-
-    def replace_output_of_all_nodes(self, old_output_name, new_output_name):
-        for node in self.model.graph.node:
-            if old_output_name in node.output:
-                ONNXModel.replace_node_output(node, old_output_name, new_output_name)
-
-    ONNXModel.replace_input_of_all_nodes = replace_input_of_all_nodes
-    ONNXModel.replace_output_of_all_nodes = replace_output_of_all_nodes
-    try:
-        yield
-    finally:
-        for name, function in originals.items():
-            setattr(ONNXModel, name, function)

@@ -268,8 +268,6 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.quant_utils import write_calibration_table
 
-    from .. import calibrate
-
     method = options.get("method", "entropy")
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"config key 'calibration.method' is {method!r}; use one of {CALIBRATION_METHODS}")
@@ -304,7 +302,7 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
                        "percentile": CalibrationMethod.Percentile}[method]
         qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         started = time.perf_counter()
-        with calibrate.fast_graph_rewrites() if options.get("fast_rewrites", True) else contextlib.nullcontext():
+        with fast_graph_rewrites() if options.get("fast_rewrites", True) else contextlib.nullcontext():
             quantize_static(
                 str(prepared), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                 per_channel=bool(options.get("per_channel", True)), reduce_range=types["reduce_range"],
@@ -369,3 +367,42 @@ def count_ops(model_path: str | Path) -> dict[str, int]:
     for node in onnx.load(str(model_path), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+# --- quantize_static's graph rewriting ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def fast_graph_rewrites():
+    """Within the block, ORT's ``ONNXModel.replace_{input,output}_of_all_nodes`` skip nodes without the name.
+
+    ``quantize_static`` rewires every quantized tensor by visiting every node of the graph and comparing
+    each of its inputs in Python (``replace_node_input``): O(tensors x nodes x inputs) Python calls, most
+    of its graph-rewriting time. The replacement first asks protobuf (in C) whether the node names the
+    tensor at all, then rewires exactly as before: the output model is byte-identical
+    (``tests/test_calibrate.py``). Restored on exit; a no-op where ORT's class changed shape.
+    """
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    originals = {name: getattr(ONNXModel, name, None) for name in ("replace_input_of_all_nodes",
+                                                                   "replace_output_of_all_nodes")}
+    if None in originals.values() or not hasattr(ONNXModel, "replace_node_input"):
+        yield
+        return
+
+    def replace_input_of_all_nodes(self, old_input_name, new_input_name):
+        for node in self.model.graph.node:
+            if old_input_name in node.input:
+                ONNXModel.replace_node_input(node, old_input_name, new_input_name)
+
+    def replace_output_of_all_nodes(self, old_output_name, new_output_name):
+        for node in self.model.graph.node:
+            if old_output_name in node.output:
+                ONNXModel.replace_node_output(node, old_output_name, new_output_name)
+
+    ONNXModel.replace_input_of_all_nodes = replace_input_of_all_nodes
+    ONNXModel.replace_output_of_all_nodes = replace_output_of_all_nodes
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(ONNXModel, name, function)
