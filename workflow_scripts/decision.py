@@ -1,0 +1,398 @@
+"""Which engine to deploy: budgets (constraints) and an objective over every measured engine.
+
+Modelled on Triton Model Analyzer's *constraints* and *objectives*: every engine (backend x
+precision) of a device, dataset and model is a candidate; a candidate that breaks any budget is
+rejected, naming each budget it breaks and by how much; among the rest the objective picks one.
+
+Budgets (all optional; ``None`` means not constrained):
+
+- ``p99_ms``: 99th percentile task latency (ms) at most this.
+- ``max_mb``: engine file size (MB) at most this.
+- ``max_drop_points``: top-1 drop versus the FP32 engine of the same backend, in points, judged by
+  its paired bootstrap 95% interval: by default the *upper* bound must be at most the budget
+  (``drop_bound="ci_high"``), so a drop that might exceed the budget is rejected; ``"point"``
+  judges the point estimate only.
+- ``max_rss_mb``: peak process RSS (MB) during the latency run.
+- ``max_energy_mj``: energy per inference task (mJ), only where energy was measured; elsewhere the
+  budget is reported as not checked, with the reason, and never rejects.
+- ``require_valid``: reject latency runs that missed their minimum task count or duration.
+
+Objectives (``objective``): ``latency`` (lowest p99, the default), ``p50`` (lowest median),
+``throughput``, ``size`` (smallest engine), ``accuracy`` (highest top-1), ``memory`` (lowest peak
+RSS), ``energy``. Ties fall to the next objectives in the fixed order latency, size, accuracy.
+
+:func:`decide` returns one row per candidate; :func:`decision_markdown` renders it. The CLI
+``python -m workflow_scripts.decision results/summary --p99-ms 5 --max-drop 1.0`` answers ad-hoc
+budgets from a summary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+GROUP = ["device", "dataset", "input_size", "model"]
+ENGINE = ["backend", "precision"]
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+
+# objective -> (column, ascending)
+OBJECTIVES = {
+    "latency": ("p99_ms", True),
+    "p50": ("p50_ms", True),
+    "throughput": ("throughput_images_per_s", False),
+    "size": ("engine_mb", True),
+    "accuracy": ("top1_percent", False),
+    "memory": ("rss_peak_mb", True),
+    "energy": ("energy_per_inference_mj", True),
+}
+TIE_BREAKERS = ("latency", "size", "accuracy")
+
+
+@dataclass
+class Budgets:
+    """The constraints of a decision (None: unconstrained) and its objective."""
+
+    p99_ms: float | None = None
+    max_mb: float | None = None
+    max_drop_points: float | None = None
+    max_rss_mb: float | None = None
+    max_energy_mj: float | None = None
+    drop_bound: str = "ci_high"
+    require_valid: bool = True
+    objective: str = "latency"
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; one of {list(OBJECTIVES)}")
+        if self.drop_bound not in ("ci_high", "point"):
+            raise ValueError(f"drop_bound is {self.drop_bound!r}; use ci_high or point")
+        for name in ("p99_ms", "max_mb", "max_drop_points", "max_rss_mb", "max_energy_mj"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"budget {name} is {value!r}; give a number or leave it out")
+
+    @classmethod
+    def from_config(cls, block: dict | None) -> "Budgets":
+        """Budgets from config block ``decision`` (keys as in config/schema.yaml)."""
+        block = dict(block or {})
+        return cls(p99_ms=block.get("p99_ms"), max_mb=block.get("max_mb"),
+                   max_drop_points=block.get("max_drop_points"), max_rss_mb=block.get("max_rss_mb"),
+                   max_energy_mj=block.get("max_energy_mj"), drop_bound=block.get("drop_bound", "ci_high"),
+                   require_valid=bool(block.get("require_valid", True)),
+                   objective=block.get("objective", "latency"))
+
+    def describe(self) -> str:
+        """The budgets in words, one clause each."""
+        parts = []
+        if self.p99_ms is not None:
+            parts.append(f"p99 latency <= {self.p99_ms:g} ms")
+        if self.max_mb is not None:
+            parts.append(f"engine size <= {self.max_mb:g} MB")
+        if self.max_drop_points is not None:
+            how = "upper 95% bound of the" if self.drop_bound == "ci_high" else "point estimate of the"
+            parts.append(f"{how} top-1 drop vs FP32 <= {self.max_drop_points:g} points")
+        if self.max_rss_mb is not None:
+            parts.append(f"peak process RSS <= {self.max_rss_mb:g} MB")
+        if self.max_energy_mj is not None:
+            parts.append(f"energy per inference <= {self.max_energy_mj:g} mJ (where measured)")
+        if self.require_valid:
+            parts.append("latency run valid")
+        return "; ".join(parts) or "no budgets"
+
+
+def _column(frame: pd.DataFrame, name: str, default=np.nan) -> pd.Series:
+    return frame[name] if name in frame.columns else pd.Series(default, index=frame.index)
+
+
+def engine_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per engine (device, backend, dataset, input size, model, precision) with what a decision needs.
+
+    Columns: p50_ms, p99_ms (and their sources' CIs), throughput_images_per_s, engine_mb,
+    top1_percent with its Wilson interval, drop_points with its paired interval, rss_peak_mb,
+    energy_per_inference_mj and energy_note, valid, high_variation, latency_cv, fp32_valid.
+    """
+    latency = tables.get("latency", pd.DataFrame())
+    if not len(latency):
+        return pd.DataFrame(columns=GROUP + ENGINE)
+    latency = latency[latency["precision"].isin(PRECISION_ORDER)]
+    keys = [k for k in GROUP + ENGINE if k in latency.columns]
+    out = pd.DataFrame({k: latency[k] for k in keys})
+    if "input_size" not in out.columns:
+        out["input_size"] = 0
+    out["p50_ms"] = _column(latency, "latency_median_ms")
+    out["p50_ci_low_ms"] = _column(latency, "latency_median_ci_low_ms")
+    out["p50_ci_high_ms"] = _column(latency, "latency_median_ci_high_ms")
+    out["p99_ms"] = _column(latency, "latency_p99_ms")
+    out["throughput_images_per_s"] = _column(latency, "throughput_images_per_s")
+    out["engine_mb"] = _column(latency, "engine_mb")
+    out["rss_peak_mb"] = _column(latency, "rss_mb_peak")
+    out["energy_per_inference_mj"] = pd.to_numeric(_column(latency, "energy_per_inference_mj"), errors="coerce")
+    out["energy_note"] = _column(latency, "energy_note", "energy not recorded by this version of the benchmark") \
+        .fillna("").astype(str)
+    out["valid"] = _column(latency, "valid", True).fillna(True).astype(bool)
+    out["fp32_valid"] = _column(latency, "fp32_valid", True).astype("object").fillna(True).astype(bool)
+    out["high_variation"] = _column(latency, "high_variation", False).fillna(False).astype(bool)
+    out["latency_cv"] = _column(latency, "latency_cv")
+    accuracy = tables.get("accuracy", pd.DataFrame())
+    acc_cols = {"top1_accuracy": "top1", "top1_ci_low": "top1_low", "top1_ci_high": "top1_high",
+                "top1_drop_vs_fp32_points": "drop_points", "top1_drop_ci_low_points": "drop_ci_low_points",
+                "top1_drop_ci_high_points": "drop_ci_high_points", "images": "test_images"}
+    if len(accuracy):
+        on = [k for k in keys if k in accuracy.columns]
+        acc = accuracy[accuracy["precision"].isin(PRECISION_ORDER)]
+        acc = acc[on + [c for c in acc_cols if c in acc.columns]].drop_duplicates(on).rename(columns=acc_cols)
+        out = out.merge(acc, on=on, how="left")
+    for name in acc_cols.values():
+        if name not in out.columns:
+            out[name] = np.nan
+    for name in ("top1", "top1_low", "top1_high"):
+        out[f"{name}_percent"] = 100 * pd.to_numeric(out.pop(name), errors="coerce")
+    order = out["precision"].map(PRECISION_ORDER)
+    return out.assign(_order=order).sort_values(GROUP + ["backend", "_order"]).drop(columns="_order") \
+        .reset_index(drop=True)
+
+
+def _excess(value: float, limit: float, unit: str, what: str) -> str:
+    over = value - limit
+    share = f", {100 * over / limit:.0f}%" if limit > 0 else ""
+    return f"{what} {value:.3g} {unit} > {limit:g} {unit} (over by {over:.3g} {unit}{share})"
+
+
+def check(row: pd.Series, budgets: Budgets) -> tuple[list[str], list[str]]:
+    """The budgets ``row`` breaks (each with how much) and the notes on budgets that could not be checked."""
+    broken, notes = [], []
+
+    def limit(value, bound, unit, what, missing):
+        if bound is None:
+            return
+        if value is None or not np.isfinite(value):
+            broken.append(f"{what} unknown ({missing})")
+        elif value > bound:
+            broken.append(_excess(float(value), bound, unit, what))
+
+    limit(row.get("p99_ms"), budgets.p99_ms, "ms", "p99 latency", "no latency row")
+    limit(row.get("engine_mb"), budgets.max_mb, "MB", "engine size", "no size")
+    if budgets.max_drop_points is not None:
+        point, high = row.get("drop_points"), row.get("drop_ci_high_points")
+        if budgets.drop_bound == "ci_high" and high is not None and np.isfinite(high):
+            if high > budgets.max_drop_points:
+                broken.append(f"top-1 drop {point:.2f} points, 95% CI upper bound {high:.2f} > "
+                              f"{budgets.max_drop_points:g} points (over by {high - budgets.max_drop_points:.2f})")
+        elif point is not None and np.isfinite(point):
+            if budgets.drop_bound == "ci_high":
+                notes.append("top-1 drop has no interval (no per-image predictions): judged by its point value")
+            if point > budgets.max_drop_points:
+                broken.append(_excess(float(point), budgets.max_drop_points, "points", "top-1 drop"))
+        else:
+            broken.append("top-1 drop unknown (no accuracy row or no FP32 reference)")
+    limit(row.get("rss_peak_mb"), budgets.max_rss_mb, "MB", "peak process RSS", "no resource samples")
+    if budgets.max_energy_mj is not None:
+        energy = row.get("energy_per_inference_mj")
+        if energy is None or not np.isfinite(energy):
+            notes.append(f"energy budget not checked: {row.get('energy_note') or 'energy not measured'}")
+        elif energy > budgets.max_energy_mj:
+            broken.append(_excess(float(energy), budgets.max_energy_mj, "mJ", "energy per inference"))
+    if budgets.require_valid and not bool(row.get("valid", True)):
+        broken.append("latency run invalid (fewer tasks or a shorter duration than configured)")
+    return broken, notes
+
+
+def _rank(frame: pd.DataFrame, objective: str) -> pd.DataFrame:
+    names = [objective] + [o for o in TIE_BREAKERS if o != objective]
+    columns = [OBJECTIVES[o][0] for o in names]
+    ascending = [OBJECTIVES[o][1] for o in names]
+    keyed = frame.assign(**{f"_k{i}": pd.to_numeric(frame[c], errors="coerce") for i, c in enumerate(columns)})
+    keyed = keyed.sort_values([f"_k{i}" for i in range(len(columns))] + ENGINE, ascending=ascending + [True, True],
+                              na_position="last", kind="mergesort")
+    return keyed.drop(columns=[f"_k{i}" for i in range(len(columns))])
+
+
+def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
+    """One row per candidate engine: feasible, chosen, rank among the feasible, and every rejection reason."""
+    engines = engine_table(tables)
+    columns = list(engines.columns) + ["feasible", "chosen", "rank", "rejection", "notes", "objective", "budgets"]
+    if not len(engines):
+        return pd.DataFrame(columns=columns)
+    broken, notes = zip(*(check(row, budgets) for _, row in engines.iterrows()))
+    engines["feasible"] = [not b for b in broken]
+    engines["rejection"] = ["; ".join(b) for b in broken]
+    engines["notes"] = ["; ".join(n) for n in notes]
+    engines["rank"] = pd.array([pd.NA] * len(engines), dtype="Int64")
+    engines["chosen"] = False
+    objective_column = OBJECTIVES[budgets.objective][0]
+    for _, group in engines.groupby(GROUP, sort=False, dropna=False):
+        ok = group[group["feasible"] & pd.to_numeric(group[objective_column], errors="coerce").notna()]
+        if not len(ok):
+            continue
+        ranked = _rank(ok, budgets.objective)
+        engines.loc[ranked.index, "rank"] = np.arange(1, len(ranked) + 1)
+        engines.loc[ranked.index[0], "chosen"] = True
+    no_objective = engines["feasible"] & engines["rank"].isna()
+    engines.loc[no_objective, "notes"] = engines.loc[no_objective, "notes"].where(
+        engines.loc[no_objective, "notes"] == "", engines.loc[no_objective, "notes"] + "; ") + \
+        f"not ranked: {objective_column} unknown"
+    engines["objective"] = budgets.objective
+    engines["budgets"] = json.dumps(asdict(budgets), sort_keys=True)
+    return engines[columns]
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+def _num(value, fmt: str = ".3g", suffix: str = "") -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{value:{fmt}}{suffix}" if np.isfinite(value) else "–"
+
+
+def drop_text(row) -> str:
+    """'0.37 [-0.4, 1.1]' (points, paired 95% CI) or '–'."""
+    point = _num(row.get("drop_points"), ".2f")
+    if point == "–":
+        return point
+    low, high = _num(row.get("drop_ci_low_points"), ".2f"), _num(row.get("drop_ci_high_points"), ".2f")
+    return f"{point} [{low}, {high}]" if low != "–" else point
+
+
+def flags_text(row) -> str:
+    """The measurement flags of an engine row, comma-separated ('' when clean)."""
+    flags = []
+    if not bool(row.get("valid", True)):
+        flags.append("invalid")
+    if not bool(row.get("fp32_valid", True)) and row.get("precision") != "fp32":
+        flags.append("fp32 invalid")
+    if bool(row.get("high_variation", False)):
+        flags.append(f"high variation (CV {_num(row.get('latency_cv'), '.2f')})")
+    return ", ".join(flags)
+
+
+def _engine_name(row) -> str:
+    return f"{row['backend']} {row['precision']}"
+
+
+def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
+    """decision.md: per device and model, the engine chosen and why every other one was not."""
+    objective, ascending = OBJECTIVES[budgets.objective]
+    lines = ["# Deployment decision", "",
+             f"Budgets: {budgets.describe()}.  ",
+             f"Objective: {budgets.objective} ({'lowest' if ascending else 'highest'} `{objective}`), "
+             f"ties broken by {', '.join(o for o in TIE_BREAKERS if o != budgets.objective)}.", "",
+             "Top-1 drop is against the FP32 engine of the same backend, with its paired bootstrap 95% interval "
+             "in brackets. Candidates are every engine measured on the device (backend x precision).", ""]
+    if not len(decision):
+        return "\n".join(lines + ["No engine results were found."]) + "\n"
+    for device, per_device in decision.groupby("device", sort=True):
+        lines += [f"## {device}", ""]
+        for (dataset, size, model), group in per_device.groupby(["dataset", "input_size", "model"], sort=False):
+            lines += [f"### {model} on {dataset} ({size} px)", ""]
+            chosen = group[group["chosen"]]
+            if len(chosen):
+                row = chosen.iloc[0]
+                lines.append(f"**Deploy {_engine_name(row)}**: p99 {_num(row['p99_ms'])} ms, "
+                             f"p50 {_num(row['p50_ms'])} ms, {_num(row['engine_mb'])} MB, "
+                             f"top-1 {_num(row['top1_percent'], '.2f')}%, drop {drop_text(row)} points"
+                             + (f", peak RSS {_num(row['rss_peak_mb'], '.0f')} MB"
+                                if _num(row["rss_peak_mb"]) != "–" else "")
+                             + (f"; flags: {flags_text(row)}" if flags_text(row) else "") + ".")
+            else:
+                feasible = group[group["feasible"]]
+                if len(feasible):
+                    lines.append("**No engine ranked**: the objective's column is unknown for every feasible engine.")
+                else:
+                    closest = group.assign(_n=group["rejection"].str.count("; ") + 1).sort_values("_n").iloc[0]
+                    lines.append(f"**No engine meets every budget.** Closest: {_engine_name(closest)} "
+                                 f"({closest['rejection']}).")
+            lines += ["", "| engine | p50 ms | p99 ms | MB | top-1 % | drop [95% CI] | peak RSS MB | status |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for _, row in group.iterrows():
+                if row["chosen"]:
+                    status = "**chosen**"
+                elif row["feasible"]:
+                    status = f"feasible, rank {row['rank']}" if pd.notna(row["rank"]) else "feasible"
+                else:
+                    status = "rejected: " + row["rejection"]
+                if row["notes"]:
+                    status += f" ({row['notes']})"
+                if flags_text(row):
+                    status += f" [flags: {flags_text(row)}]"
+                lines.append(f"| {_engine_name(row)} | {_num(row['p50_ms'])} | {_num(row['p99_ms'])} | "
+                             f"{_num(row['engine_mb'])} | {_num(row['top1_percent'], '.2f')} | {drop_text(row)} | "
+                             f"{_num(row['rss_peak_mb'], '.0f')} | {status} |")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def read_tables(summary_dir: str | Path, names=("latency", "accuracy")) -> dict[str, pd.DataFrame]:
+    """The summary tables a decision reads (a missing table is empty)."""
+    out = {}
+    for name in names:
+        path = Path(summary_dir) / f"{name}.parquet"
+        out[name] = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    return out
+
+
+def write_decision(summary_dir: str | Path, budgets: Budgets, markdown_path: str | Path,
+                   parquet_path: str | Path) -> pd.DataFrame:
+    """Decide from the summary tables in ``summary_dir``; write decision.md and decision.parquet."""
+    from .artifacts import write_parquet, write_text
+
+    decision = decide(read_tables(summary_dir), budgets)
+    write_parquet(decision, parquet_path)
+    write_text(decision_markdown(decision, budgets), markdown_path)
+    return decision
+
+
+# --- command line --------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m workflow_scripts.decision",
+        description="Choose per device and model the engine (backend x precision) that meets the budgets.")
+    parser.add_argument("summary_dir", help="folder of the summary tables (results/summary)")
+    parser.add_argument("--p99-ms", type=float, help="p99 task latency budget (ms)")
+    parser.add_argument("--max-mb", type=float, help="engine size budget (MB)")
+    parser.add_argument("--max-drop", type=float, dest="max_drop_points",
+                        help="top-1 drop budget vs FP32 (points), judged by the upper 95%% bound")
+    parser.add_argument("--drop-bound", choices=["ci_high", "point"], default="ci_high",
+                        help="judge the drop by its upper 95%% bound (default) or its point value")
+    parser.add_argument("--max-rss-mb", type=float, help="peak process RSS budget (MB)")
+    parser.add_argument("--max-energy-mj", type=float, help="energy per inference budget (mJ), where measured")
+    parser.add_argument("--objective", choices=list(OBJECTIVES), default="latency",
+                        help="what to optimize among the engines within budget (default: lowest p99)")
+    parser.add_argument("--allow-invalid", action="store_true", help="accept latency runs marked invalid")
+    parser.add_argument("--device", action="append", help="only this device (repeatable)")
+    parser.add_argument("--model", action="append", help="only this model (repeatable)")
+    parser.add_argument("--parquet", help="also write the decision table here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (Path(args.summary_dir) / "latency.parquet").is_file():
+        print(f"error: {args.summary_dir}/latency.parquet not found; run the workflow first "
+              "(snakemake --cores 2) or name the folder holding the summary tables", file=sys.stderr)
+        return 2
+    budgets = Budgets(p99_ms=args.p99_ms, max_mb=args.max_mb, max_drop_points=args.max_drop_points,
+                      max_rss_mb=args.max_rss_mb, max_energy_mj=args.max_energy_mj, drop_bound=args.drop_bound,
+                      require_valid=not args.allow_invalid, objective=args.objective)
+    tables = read_tables(args.summary_dir)
+    for column, wanted in (("device", args.device), ("model", args.model)):
+        if wanted:
+            tables = {k: (t[t[column].isin(wanted)] if len(t) else t) for k, t in tables.items()}
+    decision = decide(tables, budgets)
+    if args.parquet:
+        decision.to_parquet(args.parquet, index=False)
+    print(decision_markdown(decision, budgets), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The end-of-run summary, printed when the workflow finishes (as trtexec and benchmark_app do).
+
+Per engine: median (p50) and p99 task latency, throughput, engine size, top-1 with its drop versus
+FP32 and the drop's paired 95% interval, and the measurement flags. Written to
+``results/summary/summary.md`` by rule ``run_summary`` (rules/decide.smk) and printed by the
+Snakefile's ``onsuccess:`` handler through :func:`print_run_summary`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .decision import GROUP, _num, drop_text, engine_table, flags_text, read_tables
+
+HEADER = ("engine", "p50 ms", "p99 ms", "img/s", "MB", "top-1 %", "drop pts [95% CI]", "energy mJ", "flags")
+
+
+def _rows(group: pd.DataFrame, chosen: set) -> list[tuple[str, ...]]:
+    rows = []
+    for _, row in group.iterrows():
+        name = f"{row['backend']} {row['precision']}"
+        if (row["device"], row["dataset"], row["model"], row["backend"], row["precision"]) in chosen:
+            name += " *"
+        rows.append((name, _num(row["p50_ms"]), _num(row["p99_ms"]), _num(row["throughput_images_per_s"], ".4g"),
+                     _num(row["engine_mb"]), _num(row["top1_percent"], ".2f"), drop_text(row),
+                     _num(row["energy_per_inference_mj"]), flags_text(row) or "ok"))
+    return rows
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [HEADER] + rows) for i in range(len(HEADER))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i in (0, 6, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return [line(HEADER), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+
+
+def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None) -> str:
+    """The summary as plain text (fixed-width columns), grouped by device, dataset and model."""
+    engines = engine_table(tables)
+    chosen = set()
+    if decision is not None and len(decision) and "chosen" in decision.columns:
+        picked = decision[decision["chosen"].astype(bool)]
+        chosen = set(map(tuple, picked[["device", "dataset", "model", "backend", "precision"]].to_numpy()))
+    lines = ["=== edgeptq: performance summary ===",
+             "p50/p99: task latency percentiles over the measured tasks (warm-ups excluded); img/s: throughput; "
+             "MB: engine file; drop: top-1 vs FP32 of the same backend, paired bootstrap 95% CI"
+             + ("; * = chosen by the deployment decision (decision.md)" if chosen else "") + "."]
+    if not len(engines):
+        return "\n".join(lines + ["", "No latency results were found."]) + "\n"
+    flagged = 0
+    for (device, dataset, size, model), group in engines.groupby(GROUP, sort=False):
+        lines += ["", f"--- {device} · {model} · {dataset} {size} px ---"]
+        lines += _table(_rows(group, chosen))
+        flagged += int((group.apply(flags_text, axis=1) != "").sum())
+    energy = engines["energy_per_inference_mj"]
+    notes = [""]
+    if flagged:
+        notes.append(f"{flagged} of {len(engines)} engines carry flags: 'invalid' runs missed their minimum task "
+                     "count or duration; 'high variation' means CV > 0.10 (a busy machine or varying clocks): "
+                     "compare their latencies with care.")
+    if energy.isna().all():
+        reasons = sorted({n for n in engines["energy_note"] if n}) or ["energy not measured"]
+        notes.append("energy: not measured (" + "; ".join(reasons) + ").")
+    notes.append("Tables: results/summary/*.parquet; figures: results/summary/figures/; "
+                 "decision: results/summary/decision.md; ad-hoc budgets: "
+                 "python -m workflow_scripts.decision results/summary --p99-ms 5 --max-drop 1.0")
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_run_summary(summary_dir: str | Path, out: str | Path, decision_path: str | Path | None = None) -> str:
+    """Render the summary of the tables in ``summary_dir`` into ``out`` (a fenced Markdown text block)."""
+    from .artifacts import write_text
+
+    decision = pd.read_parquet(decision_path) if decision_path and Path(decision_path).is_file() else None
+    text = render(read_tables(summary_dir), decision)
+    write_text("# End-of-run summary\n\n```text\n" + text + "```\n", out)
+    return text
+
+
+def print_run_summary(path: str | Path, stream=None) -> bool:
+    """Print the summary written at ``path`` (the Snakefile's onsuccess handler); False if it is absent."""
+    import sys
+
+    stream = stream or sys.stdout
+    path = Path(path)
+    if not path.is_file():
+        return False
+    text = path.read_text()
+    body = text.split("```text\n", 1)[-1].rsplit("```", 1)[0] if "```text\n" in text else text
+    stream.write("\n" + body)
+    stream.flush()
+    return True
+
