@@ -79,3 +79,33 @@ def test_device_breakdown_uses_timed_infer_when_present():
     assert runner.calls == 3
     assert np.isclose(parts["h2d_median_ms"], 0.2) and np.isclose(parts["compute_median_ms"], 2.0)
     assert np.isclose(parts["d2h_median_ms"], 0.01)
+
+
+def test_monitor_counts_a_busy_child_process_and_lists_children_once_a_second():
+    import subprocess
+    import sys
+    import time
+
+    from workflow_scripts.monitor import ResourceMonitor
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        monitor = ResourceMonitor(0.1, children_refresh_s=1.0)
+        listed = []
+        real_children = monitor.process.children
+
+        def counting_children(**kwargs):
+            listed.append(time.perf_counter())
+            return real_children(**kwargs)
+
+        monitor.process.children = counting_children
+        with monitor:
+            time.sleep(2.0)
+        samples = monitor.frame()
+    finally:
+        child.kill()
+    # ~20 samples, but the process table is scanned about twice (every 1 s), not every sample.
+    assert len(samples) >= 10 and 1 <= len(listed) <= 4, (len(samples), len(listed))
+    # The child's CPU counts: a busy loop is tens of percent even on a loaded machine (a fresh
+    # psutil.Process per sample would read 0 % for it every time).
+    assert samples["cpu_percent"].iloc[2:].max() > 20, samples["cpu_percent"].tolist()

@@ -18,9 +18,17 @@ class ResourceMonitor:
     ``stage`` labels rows so one trace can cover several steps (e.g. export, build).
     """
 
-    def __init__(self, interval_s: float = 0.1, pid: int | None = None, extra_samplers=()):
+    def __init__(self, interval_s: float = 0.1, pid: int | None = None, extra_samplers=(),
+                 children_refresh_s: float = 1.0):
         self.interval_s = float(interval_s)
         self.process = psutil.Process(pid or os.getpid())
+        # Listing children scans every process on the machine (~4 ms): do it at most every
+        # children_refresh_s, and keep each child's Process object, whose CPU counter needs the
+        # previous call (a fresh object reads 0 %).
+        self.children_refresh_s = float(children_refresh_s)
+        self._child_cache: dict[int, psutil.Process] = {}
+        self._children_at = float("-inf")
+        self._cpus = psutil.cpu_count() or 1
         self.extra_samplers = [s for s in extra_samplers if s is not None]
         self.stage = ""
         self.rows: list[dict] = []
@@ -43,7 +51,7 @@ class ResourceMonitor:
             "unix_time_s": time.time(),
             "stage": self.stage,
             "cpu_percent": cpu,
-            "cpu_percent_of_machine": cpu / psutil.cpu_count(),
+            "cpu_percent_of_machine": cpu / self._cpus,
             "rss_mb": rss / 1e6,
             "system_memory_percent": psutil.virtual_memory().percent,
         }
@@ -51,11 +59,25 @@ class ResourceMonitor:
             row.update(sampler.sample())
         return row
 
-    def _children(self):
-        try:
-            return self.process.children(recursive=True)
-        except psutil.Error:
-            return []
+    def _children(self) -> list[psutil.Process]:
+        now = time.perf_counter()
+        if now - self._children_at >= self.children_refresh_s:
+            self._children_at = now
+            try:
+                current = self.process.children(recursive=True)
+            except psutil.Error:
+                current = []
+            fresh = {}
+            for child in current:
+                known = self._child_cache.get(child.pid)
+                if known is None:
+                    try:
+                        child.cpu_percent(None)  # prime the counter
+                    except psutil.Error:
+                        continue
+                fresh[child.pid] = known or child
+            self._child_cache = fresh
+        return list(self._child_cache.values())
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
