@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+
+# On a board (no TensorFlow) only the device-side test modules can be imported.
+if importlib.util.find_spec("tensorflow") is None:
+    collect_ignore_glob = [p.name for p in Path(__file__).parent.glob("test_*.py")
+                           if not p.name.startswith(("test_tensorrt_", "test_gpu_", "test_device_side"))]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -65,6 +65,11 @@ class Backend:
     needs_gpu: bool = False
     # Files written beside the engine that belong to it (OpenVINO's weights).
     companions: tuple[str, ...] = field(default_factory=tuple)
+    # Keys of its options block that only INT8 builds read (kept out of FP32/FP16 rows' settings).
+    int8_options: tuple[str, ...] = field(default_factory=tuple)
+    # Whether INT8 follows config key calibration.method (else the backend's own fixed method,
+    # recorded in the build row; only the images, their number and per_channel are shared).
+    follows_calibration_method: bool = True
 
     def available(self) -> tuple[bool, str]:
         """Whether this backend can run here, and why not (cheap: no heavy import for CPU backends)."""
@@ -107,23 +112,26 @@ _ALL_METHODS = ("entropy", "minmax", "percentile")
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("onnxruntime", "onnxruntime_backend", "onnx", "onnx", PRECISIONS, _ALL_METHODS,
             "envs/onnxruntime.yaml", ("onnxruntime",), "onnxruntime", ("onnxruntime", "onnx"),
-            options_key="onnxruntime"),
-    Backend("litert", "litert_backend", "tflite", "keras", PRECISIONS, ("representative",),
+            options_key="onnxruntime", int8_options=("int8_cpu_policy", "reduce_range")),
+    # The TFLite converter calibrates with min/max over a representative dataset.
+    Backend("litert", "litert_backend", "tflite", "keras", PRECISIONS, ("minmax",),
             "envs/litert.yaml", ("ai-edge-litert",), "litert", ("ai_edge_litert", "tensorflow"),
-            options_key="litert"),
-    Backend("openvino", "openvino_backend", "xml", "onnx", PRECISIONS, ("nncf",),
+            follows_calibration_method=False),
+    # NNCF's post-training quantization uses min/max range estimators (plus bias correction).
+    Backend("openvino", "openvino_backend", "xml", "onnx", PRECISIONS, ("minmax",),
             "envs/openvino.yaml", ("openvino",), "openvino", ("openvino", "nncf"),
-            options_key="openvino", companions=("bin",)),
+            options_key="openvino", companions=("bin",), int8_options=("preset", "fast_bias_correction"),
+            follows_calibration_method=False),
     # TensorRT's implicit calibrator is IInt8EntropyCalibrator2 only: any other method would be
     # silently replaced by entropy.
     Backend("tensorrt", "tensorrt", "engine", "onnx", PRECISIONS, ("entropy",),
             "envs/tensorrt.yaml", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "tensorrt",
-            ("tensorrt", "polygraphy"), options_key="tensorrt", needs_gpu=True),
+            ("tensorrt", "polygraphy"), options_key="tensorrt", needs_gpu=True, int8_options=("int8_mode",)),
 )}
 
 # Backends whose INT8 calibration follows config key calibration.method (the others use their
 # own fixed scheme, recorded in the row: LiteRT's representative dataset, NNCF's defaults).
-METHOD_BACKENDS = tuple(name for name, b in BACKENDS.items() if set(b.calibration_methods) & set(_ALL_METHODS))
+METHOD_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.follows_calibration_method)
 ENGINE_SUFFIX = {name: b.suffix for name, b in BACKENDS.items()}
 
 
@@ -177,6 +185,10 @@ def check_backend_config(name: str, config: dict) -> None:
     if bad:
         raise ConfigError(f"config key 'precisions' has {bad} which backend {name!r} cannot build; "
                           f"use a subset of {list(entry.precisions)} or leave {name} out of 'backends'")
+    if name == "tensorrt" and entry.available()[0]:
+        # Refuse at planning what this TensorRT cannot build (e.g. INT8 by calibration on TensorRT 11).
+        trt = load(name)
+        trt.check_build_request(config["precisions"], config.get("tensorrt", {}), trt.version())
     if "int8" not in config["precisions"] or name not in METHOD_BACKENDS:
         return
     if name == "tensorrt" and config.get("tensorrt", {}).get("int8_mode", "calibration") != "calibration":
