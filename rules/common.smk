@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 # Only light modules here: planning never imports pandas, scipy, TensorFlow or a runtime.
 from workflow_scripts import paths, registry  # noqa: E402
-from workflow_scripts.config import check_config, check_renamed_keys, rule_settings  # noqa: E402
+from workflow_scripts.config import check_config, check_renamed_keys, coerce_cli_values, rule_settings  # noqa: E402
 from workflow_scripts.device import detect_device_tag  # noqa: E402
 from workflow_scripts.errors import ConfigError  # noqa: E402
 
@@ -53,6 +53,7 @@ def check_results_dir(results_dir):
 
 
 check_renamed_keys(config)
+coerce_cli_values(config)
 try:
     validate(config, "../config/schema.yaml", set_default=True)
 except WorkflowError as exc:
@@ -66,6 +67,11 @@ DEVICE = detect_device_tag(config["device"])
 BACKENDS = registry.resolve_backends(config["backends"])
 for _backend in BACKENDS:
     registry.check_backend_config(_backend, config)
+if "onnxruntime" in BACKENDS and config["onnxruntime"]["reduce_range"] is None:
+    # Resolved here, for the CPU that runs the jobs, so it is part of every ORT INT8 row's settings.
+    from workflow_scripts.backends.onnxruntime_backend import resolve_int8_settings
+
+    config["onnxruntime"]["reduce_range"] = resolve_int8_settings(config["onnxruntime"])["reduce_range"]
 # The backend of the ONNX Runtime-only parts (the calibration study), and its engine suffix.
 BACKEND = "onnxruntime" if "onnxruntime" in BACKENDS else BACKENDS[0]
 ENGINE_EXT = registry.ENGINE_SUFFIX[BACKEND]

@@ -81,3 +81,36 @@ def test_settings_hash_ignores_the_matrix_but_not_settings():
     changed["calibration"]["method"] = "minmax"
     assert settings_hash(base) == settings_hash(narrowed)
     assert settings_hash(base) != settings_hash(changed)
+
+
+BASE = {"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"]}
+
+
+def test_command_line_strings_mean_what_a_config_file_means():
+    # What snakemake's --config hands over for verify_checksums=false and nested blocks.
+    config = validate_config({**BASE, "verify_checksums": "false", "summary": {"allow_mixed_configs": "True"},
+                              "train": {"epochs": "3", "batch_size": {"digits": "16"}},
+                              "calibration": {"percentile": "99.9", "per_channel": "false"},
+                              "onnxruntime": {"reduce_range": "null"}, "benchmark": {"min_duration_s": "2"}})
+    assert config["verify_checksums"] is False and config["summary"]["allow_mixed_configs"] is True
+    assert config["train"]["epochs"] == 3 and config["train"]["batch_size"]["digits"] == 16
+    assert config["calibration"]["percentile"] == 99.9 and config["calibration"]["per_channel"] is False
+    assert config["onnxruntime"]["reduce_range"] is None and config["benchmark"]["min_duration_s"] == 2.0
+    # Strings that are not what the key takes stay strings, and the schema names the key.
+    with pytest.raises(ConfigError, match="verify_checksums"):
+        validate_config({**BASE, "verify_checksums": "perhaps"})
+
+
+@pytest.mark.parametrize("key,value", [
+    ("input_size", 100000), ("benchmark", {"iterations": 10**9}), ("train", {"epochs": 100000}),
+    ("monitor", {"interval_s": 0.0001}), ("calibration", {"num_images": 10**7}), ("compression", {"repeats": 1000}),
+])
+def test_absurd_values_are_refused_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=key):
+        validate_config({**BASE, key: value})
+
+
+def test_results_dir_expands_the_home_folder_as_a_shell_does():
+    config = validate_config({**BASE, "results_dir": "~/edgeptq-results", "resources_dir": "~/archives"})
+    assert config["results_dir"] == str(Path.home() / "edgeptq-results")
+    assert config["resources_dir"] == str(Path.home() / "archives")

@@ -7,9 +7,29 @@ import pytest
 from workflow_scripts import device
 
 
-def test_override_wins_and_is_slugified():
-    assert device.detect_device_tag("Jetson Xavier NX (15W)") == "jetson-xavier-nx-15w"
+def test_override_wins_exactly_as_written():
+    # One name, one folder: 'box-cpu' and 'box' (or 'cpu') never collapse into one tag.
+    assert device.detect_device_tag("box-cpu") == "box-cpu" and device.detect_device_tag("box") == "box"
+    assert device.detect_device_tag("cpu") == "cpu"
     assert device.detect_device_tag("auto") == device.detect_device_tag(None)
+
+
+@pytest.mark.parametrize("name", ["Box", "box_1", "jetson xavier", "-x", "a/b", "~"])
+def test_device_names_outside_the_tag_alphabet_are_refused_naming_the_key(name):
+    from workflow_scripts.config import validate_config
+    from workflow_scripts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="device"):
+        validate_config({"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"], "device": name})
+
+
+@pytest.mark.parametrize("name", ["summary", "data", "models", "logs", "benchmarks"])
+def test_device_names_of_the_workflows_own_folders_are_refused(name):
+    from workflow_scripts.config import validate_config
+    from workflow_scripts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"'device' is '{name}'.*own folders"):
+        validate_config({"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"], "device": name})
 
 
 @pytest.mark.parametrize(

@@ -425,3 +425,38 @@ def test_one_config_on_two_backends_is_accepted_and_carries_settings_hash(summar
     assert latency.loc[latency["precision"] == "int8", "settings"].str.contains('"calibration"').all()
     assert not latency.loc[latency["precision"] != "int8", "settings"].str.contains("calibration").any()
     assert tables["claims"]["settings_hashes"].str.len().gt(0).all()
+
+
+# --- one folder per device ------------------------------------------------------------------------
+
+def test_a_copied_device_folder_is_refused_naming_both_folders(tmp_path):
+    import shutil
+
+    from workflow_scripts.errors import ConfigError
+
+    results = tmp_path / "results"
+    write_device(results, CPU, np.random.default_rng(0), speed=1.0)
+    write_keras(results)
+    shutil.copytree(results / CPU["device"], results / f"{CPU['device']}-backup")
+    inputs = {**discovery.discover_results(results), "results_dir": str(results), "n_resamples": 100}
+    out = tmp_path / "summary"
+    with pytest.raises(ConfigError) as info:
+        summarize.summarize(inputs, out)
+    message = str(info.value)
+    assert f"rows measured on {CPU['device']} lie in 2 folders" in message
+    assert f"{results}/{CPU['device']}-backup" in message and "summary.ignore_folders" in message
+    assert not out.exists() or not list(out.iterdir())
+    # Leaving the copy out: every number counted once, as without the copy.
+    tables = summarize.summarize({**inputs, "ignore_folders": [f"{CPU['device']}-backup"]}, out)
+    assert len(tables["latency"]) == len(MODELS) * 3 and set(tables["latency"]["device"]) == {CPU["device"]}
+
+
+def test_a_renamed_device_folder_labels_its_rows_by_the_folder(tmp_path):
+    results = tmp_path / "results"
+    write_device(results, CPU, np.random.default_rng(0), speed=1.0)
+    write_keras(results)
+    (results / CPU["device"]).rename(results / "lab-box")
+    tables = summarize.summarize({**discovery.discover_results(results), "results_dir": str(results),
+                                  "n_resamples": 100}, tmp_path / "summary")
+    latency = tables["latency"]
+    assert set(latency["device"]) == {"lab-box"} and set(latency["measured_device"]) == {CPU["device"]}

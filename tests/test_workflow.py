@@ -133,3 +133,27 @@ def test_single_engine_target_builds_just_that_engine(tmp_path):
     assert (tmp_path / target).is_file()
     assert not (tmp_path / target.replace("fp16.onnx", "fp32.onnx")).exists()
     assert not list((tmp_path / "results").rglob("*_latency.parquet"))
+
+
+def test_command_line_values_and_home_folder_plan_as_in_a_config_file(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    result = snakemake(tmp_path, "-n", "--config", "verify_checksums=false", "train={epochs: 2, threads: 1}",
+                       "results_dir=~/edgeptq-out", env={"HOME": str(home)})
+    text = result.stdout + result.stderr
+    assert f"{home}/edgeptq-out/models/digits_32px/MobileNetV3Small/model.keras" in text
+    assert not (tmp_path / "~").exists(), "a folder literally named ~ was created"
+
+
+def test_a_latency_cell_rerun_with_other_cores_is_not_mixed_silently(finished_run):
+    # Last in this module: it leaves the run's summary failing on purpose.
+    workdir, _ = finished_run
+    device = detect_device_tag()
+    target = f"results/{device}/onnxruntime/digits_32px/MobileNetV3Small/fp16_latency.parquet"
+    snakemake(workdir, "--forcerun", "benchmark_latency", "--", target, cores=1)
+    rerun = pd.read_parquet(workdir / target)
+    assert '"runtime":{"benchmark_latency":{"threads":1}}' in rerun["settings"].iloc[0]
+    failed = snakemake(workdir, check=False)
+    assert failed.returncode != 0
+    log = (workdir / "results" / "logs" / "summarize" / "summary.log").read_text()
+    assert "runtime.benchmark_latency.threads" in log and "1 on" in log and "2 on" in log

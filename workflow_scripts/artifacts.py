@@ -7,7 +7,9 @@ output, and ``--rerun-incomplete`` redoes the job.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -42,11 +44,40 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def disk_full_error(path: str | Path, needed_bytes: int | None = None):
+    """The DiskFull error for writing ``path``: the folder, the free space and (if known) the space needed."""
+    from .errors import DiskFull
+
+    folder = Path(path).parent
+    free = shutil.disk_usage(folder).free if folder.exists() else 0
+    need = f"{needed_bytes / 1e6:.1f} MB are needed, " if needed_bytes else ""
+    return DiskFull(f"no space left on the device holding {folder} while writing {Path(path).name}: {need}"
+                    f"{free / 1e6:.1f} MB are free; free some space (or set config key 'results_dir' to a "
+                    "larger disk) and rerun; nothing partial was kept")
+
+
+def ensure_free_space(path: str | Path, needed_bytes: int, margin_bytes: int = 16 * 2**20) -> None:
+    """Refuse, before writing, when the disk holding ``path`` has less than ``needed_bytes`` (+ margin) free."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(folder).free < needed_bytes + margin_bytes:
+        raise disk_full_error(path, needed_bytes)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    A full disk (ENOSPC, EDQUOT) becomes :class:`~workflow_scripts.errors.DiskFull` naming the
+    folder; the scratch file is removed either way.
+    """
     with scratch_path(path) as tmp:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full_error(path) from exc
+            raise
         publish(tmp, path)
 
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from . import registry
+from .paths import RESERVED
 from .errors import ConfigError
 
 MODELS = tuple(registry.MODELS)
@@ -34,6 +35,7 @@ def validate_config(config: dict) -> dict:
     from snakemake.utils import validate
 
     check_renamed_keys(config)
+    coerce_cli_values(config)
     try:
         validate(config, str(SCHEMA_PATH), set_default=True)
     except WorkflowError as exc:
@@ -43,19 +45,11 @@ def validate_config(config: dict) -> dict:
 
 
 def check_config(config: dict) -> None:
-    """Checks the schema cannot express; messages name the key and the fix.
-
-    Also turns the strings 'true'/'false' of ``summary.allow_mixed_configs`` into booleans: that
-    is what ``--config summary='{allow_mixed_configs: true}'`` yields (Snakemake parses nested
-    --config values as YAML without types).
-    """
+    """Checks the schema cannot express; messages name the key and the fix."""
     for key in ("results_dir", "resources_dir"):
         # As in a shell: '~/x' is the home folder's x, never a folder literally named '~'.
         if isinstance(config.get(key), str):
             config[key] = os.path.expanduser(config[key])
-    summary = config.get("summary")
-    if isinstance(summary, dict) and "allow_mixed_configs" in summary:
-        summary["allow_mixed_configs"] = config_flag(summary["allow_mixed_configs"], "summary.allow_mixed_configs")
     if config["input_size"] < 32:
         raise ConfigError("config key 'input_size' must be at least 32 (the MobileNetV3 minimum)")
     for dataset in config["datasets"]:
@@ -64,15 +58,66 @@ def check_config(config: dict) -> None:
                 f"config key 'train.batch_size' has no entry for dataset {dataset!r}; "
                 f"add e.g. train: {{batch_size: {{{dataset}: 32}}}}"
             )
+    device = config.get("device", "auto")
+    if device in RESERVED:
+        raise ConfigError(
+            f"config key 'device' is {device!r}, the name of one of the workflow's own folders under results_dir "
+            f"({', '.join(RESERVED)}); choose another name, e.g. --config device={device}-board")
 
 
-def config_flag(value, key: str) -> bool:
-    """A boolean config value, accepting the strings 'true' and 'false' (any case) too."""
-    if isinstance(value, bool):
+def load_schema() -> dict:
+    """config/schema.yaml as a dict (yaml only: light enough for planning)."""
+    import yaml
+
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _types(spec: dict) -> list[str]:
+    kinds = spec.get("type", [])
+    return [kinds] if isinstance(kinds, str) else list(kinds)
+
+
+def _coerce(value, spec: dict):
+    """``value`` converted to what ``spec`` asks where it is a string standing for it."""
+    kinds = _types(spec)
+    if isinstance(value, str):
+        text = value.strip()
+        if "null" in kinds and text.lower() in ("null", "none", "~"):
+            return None
+        if "boolean" in kinds and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if "integer" in kinds:
+            try:
+                return int(text)
+            except ValueError:
+                pass
+        if "number" in kinds:
+            try:
+                return float(text)
+            except ValueError:
+                pass
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ConfigError(f"config key '{key}' is {value!r}; use true or false")
+    if isinstance(value, dict):
+        props = spec.get("properties", {})
+        extra = spec.get("additionalProperties")
+        return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    if isinstance(value, list):
+        items = spec.get("items", {})
+        if not items and "oneOf" in spec:
+            items = next((o.get("items", {}) for o in spec["oneOf"] if "array" in _types(o)), {})
+        return [_coerce(v, items) for v in value]
+    return value
+
+
+def coerce_cli_values(config: dict, schema: dict | None = None) -> None:
+    """Give values the types the schema names, in place. ``--config`` passes nested values (and a bare
+    ``false``) as strings, so ``--config verify_checksums=false`` or ``summary='{allow_mixed_configs:
+    true}'`` then mean exactly what the same value means in a config file."""
+    schema = schema or load_schema()
+    props = schema.get("properties", {})
+    for key in list(config):
+        if key in props:
+            config[key] = _coerce(config[key], props[key])
 
 
 def settings_hash(config: dict) -> str:
@@ -230,8 +275,8 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
         if calibration.get("method") != "percentile":
             calibration.pop("percentile", None)
         if backend in registry.BACKENDS and backend not in registry.METHOD_BACKENDS:
-            # LiteRT and NNCF calibrate their own way: only the images are shared.
-            calibration = {k: v for k, v in calibration.items() if k in ("num_images", "batch_size")}
+            # LiteRT and NNCF calibrate with their own (min/max) method: the images are shared.
+            calibration = {k: v for k, v in calibration.items() if k in ("num_images", "batch_size", "per_channel")}
         out["calibration"] = calibration
     entry = registry.BACKENDS.get(backend) if backend else None
     key = entry.options_key if entry else None
@@ -248,13 +293,11 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
 
 def backend_settings(backend: str, options: dict, precision: str) -> dict:
     """The part of a backend's options block that can change a ``precision`` row of it."""
-    if backend == "tensorrt":
-        if precision != "int8":
-            options.pop("int8_mode", None)
-        if options.get("dla_core") is None:
-            options.pop("gpu_fallback", None)
+    if backend == "tensorrt" and options.get("dla_core") is None:
+        options.pop("gpu_fallback", None)
     if precision != "int8":
-        options = {k: v for k, v in options.items() if not k.startswith("int8")}
+        int8_only = registry.BACKENDS[backend].int8_options
+        options = {k: v for k, v in options.items() if k not in int8_only}
     return options
 
 

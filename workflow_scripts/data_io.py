@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import DatasetUnavailable
+from .errors import CorruptArtifact, DatasetUnavailable
 
 
 def open_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -22,11 +22,27 @@ def open_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     for path in (images_path, labels_path):
         if not path.exists():
             raise DatasetUnavailable(f"prepared data file {path} is missing; run the prepare_dataset rule (snakemake {path})")
-    images = np.load(images_path, mmap_mode="r")
-    labels = np.load(labels_path)
+    images = _load_array(images_path, mmap=True)
+    labels = _load_array(labels_path, mmap=False)
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise CorruptArtifact(f"{images_path} holds {images.dtype} {images.shape}, not uint8 N x S x S x 3 images; "
+                              f"delete it and rerun the prepare_dataset rule (snakemake {images_path})")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise CorruptArtifact(f"{labels_path} holds {labels.dtype} {labels.shape}, not integer labels; "
+                              f"delete it and rerun the prepare_dataset rule (snakemake {labels_path})")
     if len(images) != len(labels):
         raise DatasetUnavailable(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels; delete both and rerun")
     return images, labels
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    """np.load without pickles; a truncated or corrupt file names itself and the rule that remakes it."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CorruptArtifact(
+            f"prepared data file {path} is corrupt or truncated ({type(exc).__name__}); it is never read as a pickle. "
+            f"Delete it and rerun the prepare_dataset rule (snakemake --forcerun prepare_dataset {path})") from exc
 
 
 def read_meta(data_dir: str | Path) -> dict:

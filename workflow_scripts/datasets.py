@@ -15,19 +15,34 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .artifacts import atomic_path, write_text
+from .artifacts import atomic_path, disk_full_error, ensure_free_space, write_text
+from .errors import DatasetUnavailable
 from .sources import DatasetSource, SplitSource, load_source
 
 log = logging.getLogger(__name__)
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (rest, held_out) with ``fraction`` of every class held out, deterministically."""
+def stratified_split(labels: np.ndarray, fraction: float, seed: int, what: str = "the dataset",
+                     key: str = "split.val_fraction") -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (rest, held_out) with ``fraction`` of every class held out, deterministically.
+
+    A split the classes cannot fill (a class with one image, or fewer held-out images than
+    classes) is refused naming ``what``, the class counts and config key ``key``.
+    """
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(labels))
-    rest, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels)
-    return np.sort(rest), np.sort(held)
+    classes, counts = np.unique(labels, return_counts=True)
+    held = int(np.ceil(fraction * len(labels)))
+    if not len(counts) or counts.min() < 2 or held < len(classes) or len(labels) - held < len(classes):
+        smallest = ", ".join(f"class {c}: {n}" for c, n in sorted(zip(classes, counts), key=lambda cn: cn[1])[:5])
+        raise DatasetUnavailable(
+            f"{what} is too small for a stratified split with {key} = {fraction}: {len(labels)} images in "
+            f"{len(classes)} classes (fewest: {smallest}); each class needs at least 2 images and each side of the "
+            f"split at least one per class ({len(classes)} images). Use a dataset with more images per class, or "
+            f"change {key} so that {fraction} x {len(labels)} >= {len(classes)}")
+    rest, held_out = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels)
+    return np.sort(rest), np.sort(held_out)
 
 
 def plan_splits(source: DatasetSource, val_fraction: float, test_fraction: float, seed: int) -> dict[str, tuple[SplitSource, np.ndarray]]:
@@ -35,15 +50,18 @@ def plan_splits(source: DatasetSource, val_fraction: float, test_fraction: float
     splits = source.splits
     if "all" in splits:
         everything = splits["all"]
-        rest, test = stratified_split(everything.labels, test_fraction, seed)
-        inner_train, inner_val = stratified_split(everything.labels[rest], val_fraction / (1 - test_fraction), seed)
+        rest, test = stratified_split(everything.labels, test_fraction, seed, f"dataset {source.name!r}",
+                                      "split.test_fraction")
+        inner_train, inner_val = stratified_split(everything.labels[rest], val_fraction / (1 - test_fraction), seed,
+                                                  f"dataset {source.name!r} (after the test split)")
         return {"train": (everything, rest[inner_train]), "val": (everything, rest[inner_val]), "test": (everything, test)}
     plan = {"test": (splits["test"], np.arange(len(splits["test"])))}
     if "val" in splits:
         plan["train"] = (splits["train"], np.arange(len(splits["train"])))
         plan["val"] = (splits["val"], np.arange(len(splits["val"])))
     else:
-        train, val = stratified_split(splits["train"].labels, val_fraction, seed)
+        train, val = stratified_split(splits["train"].labels, val_fraction, seed,
+                                      f"the train split of dataset {source.name!r}")
         plan["train"] = (splits["train"], train)
         plan["val"] = (splits["val"] if "val" in splits else splits["train"], val)
     return plan
@@ -59,11 +77,18 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def write_split(split: SplitSource, indices: np.ndarray, size: int, images_path: Path, labels_path: Path, name: str) -> None:
-    """Resize and store the chosen images of one split through a memory map (bounded memory)."""
+    """Resize and store the chosen images of one split through a memory map (bounded memory).
+
+    The whole file is reserved on disk first: writing a memory map onto a full disk kills the
+    process with SIGBUS, so a short disk is refused up front (DiskFull, naming the space needed).
+    """
     total = len(indices)
     started = time.monotonic()
+    needed = total * size * size * 3
+    ensure_free_space(images_path, needed)
     with atomic_path(images_path) as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, size, size, 3))
+        _reserve(tmp, images_path, needed)
         for n, index in enumerate(indices):
             images[n] = resize_image(split.load_image(int(index)), size)
             if (n + 1) % 2000 == 0 or n + 1 == total:
@@ -73,6 +98,23 @@ def write_split(split: SplitSource, indices: np.ndarray, size: int, images_path:
     with atomic_path(labels_path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, split.labels[indices].astype(np.int64))
+
+
+def _reserve(tmp: Path, final: Path, needed: int) -> None:
+    """Allocate the memory-mapped file's blocks now, so a full disk fails here and not as SIGBUS later."""
+    import os
+
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(tmp, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.path.getsize(tmp))
+        except OSError as exc:
+            import errno
+
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full_error(final, needed) from exc
+            # Filesystems without fallocate (EOPNOTSUPP): the free-space check above stands alone.
 
 
 def prepare_dataset(dataset: str, size: int, out_dir: str | Path, resources_dir: str | Path, verify_checksums: bool,

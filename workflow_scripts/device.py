@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .paths import RESERVED
+
 JETSON_MODEL_FILE = Path("/proc/device-tree/model")
 SYSFS_ROOT = Path("/sys")
 
@@ -215,10 +217,13 @@ def clocks(sysfs_root: Path = SYSFS_ROOT) -> dict[str, float]:
 
 
 def detect_device_tag(override: str | None = None) -> str:
-    """Return the device tag: the override if given (and not 'auto'), else the detected name."""
+    """Return the device tag: the override if given (and not 'auto'), exactly as written (the schema
+    allows only tag characters, so names and folders are one-to-one), else the detected name."""
     if override and override != "auto":
-        return slugify(override)
-    return slugify(jetson_model() or nvidia_gpu_name() or cpu_model())
+        return override
+    tag = slugify(jetson_model() or nvidia_gpu_name() or cpu_model())
+    # A detected tag never takes one of the workflow's own folder names.
+    return f"{tag}-device" if tag in RESERVED else tag
 
 
 def device_info(override: str | None = None) -> dict[str, str]:

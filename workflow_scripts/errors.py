@@ -19,3 +19,11 @@ class ModelLoadError(EdgePTQError):
 
 class BackendUnavailable(EdgePTQError):
     """The requested inference backend cannot run on this machine."""
+
+
+class CorruptArtifact(EdgePTQError):
+    """A file the workflow wrote earlier is unreadable or truncated; the message names the rule that remakes it."""
+
+
+class DiskFull(EdgePTQError):
+    """No space left where an artifact is written; the message names the folder and the space needed."""
