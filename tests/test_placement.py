@@ -1,0 +1,214 @@
+"""Placement: the declared device against the machine a job runs on, scheduler facts, stage resources."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cli import TINY
+
+from workflow_scripts.device import detect_device_tag
+from workflow_scripts.errors import ConfigError, EdgePTQError
+from workflow_scripts.placement import (
+    MEASURING_RULES,
+    RULE_STAGE,
+    WrongDevice,
+    base_rule,
+    check_placement,
+    is_measuring,
+    check_running_device,
+    rule_stage,
+    scheduler_facts,
+    should_check_device,
+    stage_placement,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# --- check_running_device ---------------------------------------------------------------------
+
+
+def test_same_device_passes():
+    check_running_device("jetson-orin-nano", "jetson-orin-nano", rule="benchmark_latency")
+
+
+def test_wrong_device_names_both_the_node_and_the_fix():
+    facts = {"scheduler": "slurm", "job_id": "4711", "node": "login01"}
+    with pytest.raises(WrongDevice) as info:
+        check_running_device("jetson-orin-nano", "intel-xeon-processor", rule="benchmark_latency", facts=facts)
+    message = str(info.value)
+    assert "benchmark_latency" in message
+    assert "'jetson-orin-nano'" in message and "'intel-xeon-processor'" in message
+    assert "results/jetson-orin-nano/" in message
+    assert "node login01" in message and "slurm job 4711" in message
+    assert "placement.device" in message and "constraint: jetson-orin-nano" in message
+    assert "device: intel-xeon-processor" in message
+    assert isinstance(info.value, EdgePTQError)
+
+
+def test_wrong_device_locally_has_no_scheduler_clause():
+    with pytest.raises(WrongDevice) as info:
+        check_running_device("a", "b")
+    assert "this measuring job" in str(info.value)
+    assert "(node" not in str(info.value) and "job " not in str(info.value).split("measures")[1]
+
+
+def test_this_machine_against_another_declared_device():
+    """The real detected tag of this machine, declared as some other device, is refused."""
+    here = detect_device_tag("auto")
+    check_running_device(here, detect_device_tag("auto"))
+    with pytest.raises(WrongDevice, match=re.escape(f"runs on device '{here}'")):
+        check_running_device("jetson-agx-orin", here, rule="build_int8_engine")
+
+
+# --- should_check_device ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "verify, facts, expected",
+    [
+        ("auto", {"scheduler": "slurm", "job_id": "1", "node": "n"}, True),
+        ("auto", {"scheduler": "", "job_id": "", "node": ""}, False),
+        ("always", {"scheduler": ""}, True),
+        (True, {"scheduler": ""}, True),
+        ("never", {"scheduler": "slurm"}, False),
+        (False, {"scheduler": "slurm"}, False),
+    ],
+)
+def test_should_check_device(verify, facts, expected):
+    assert should_check_device(verify, facts) is expected
+
+
+def test_should_check_device_refuses_unknown_value():
+    with pytest.raises(ConfigError, match="placement.verify_device"):
+        should_check_device("sometimes", {})
+
+
+# --- scheduler_facts ----------------------------------------------------------------------------
+
+
+def test_scheduler_facts_local():
+    assert scheduler_facts({"HOME": "/root"}) == {"scheduler": "", "job_id": "", "node": ""}
+
+
+def test_scheduler_facts_slurm_prefers_slurmd_nodename():
+    env = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "orin[01-02]", "SLURMD_NODENAME": "orin01"}
+    assert scheduler_facts(env) == {"scheduler": "slurm", "job_id": "42", "node": "orin01"}
+
+
+def test_scheduler_facts_slurm_nodelist_fallback():
+    env = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "nano07"}
+    assert scheduler_facts(env) == {"scheduler": "slurm", "job_id": "42", "node": "nano07"}
+
+
+def test_scheduler_facts_array_task():
+    env = {"SLURM_JOB_ID": "107", "SLURM_ARRAY_JOB_ID": "100", "SLURM_ARRAY_TASK_ID": "7", "SLURMD_NODENAME": "n1"}
+    assert scheduler_facts(env)["job_id"] == "100_7"
+
+
+def test_scheduler_facts_ignores_blank_job_id():
+    assert scheduler_facts({"SLURM_JOB_ID": " ", "SLURMD_NODENAME": "n1"})["scheduler"] == ""
+
+
+# --- stage_placement ----------------------------------------------------------------------------
+
+PLACEMENT = {
+    "train": {"slurm_partition": "cpu", "constraint": "avx512"},
+    "device": {"slurm_partition": "edge", "constraint": "jetson-orin-nano"},
+}
+
+
+def test_stage_placement_per_stage():
+    assert stage_placement(PLACEMENT, "train_model") == {"slurm_partition": "cpu", "constraint": "avx512"}
+    assert stage_placement(PLACEMENT, "benchmark_latency") == {
+        "slurm_partition": "edge", "constraint": "jetson-orin-nano"}
+
+
+def test_stage_placement_fallbacks():
+    # data follows train, export follows device, unless given.
+    assert stage_placement(PLACEMENT, "prepare_dataset") == PLACEMENT["train"]
+    assert stage_placement(PLACEMENT, "export_onnx") == PLACEMENT["device"]
+    own = {**PLACEMENT, "export": {"slurm_partition": "cpu"}}
+    assert stage_placement(own, "export_onnx") == {"slurm_partition": "cpu"}
+
+
+def test_stage_placement_empty_and_missing():
+    assert stage_placement(None, "train_model") == {}
+    assert stage_placement({}, "benchmark_latency") == {}
+    assert stage_placement(PLACEMENT, "summarize") == {}
+    assert stage_placement({"device": None}, "benchmark_latency") == {}
+
+
+def test_stage_placement_returns_a_copy():
+    got = stage_placement(PLACEMENT, "build_engine")
+    got["slurm_partition"] = "changed"
+    assert PLACEMENT["device"]["slurm_partition"] == "edge"
+
+
+def test_stage_placement_unknown_rule():
+    with pytest.raises(ConfigError, match="rule 'mystery' has no placement stage"):
+        stage_placement(PLACEMENT, "mystery")
+
+
+@pytest.mark.parametrize(
+    "placement, match",
+    [
+        ({"gpu_nodes": {"slurm_partition": "gpu"}}, r"'placement.gpu_nodes' is not a stage"),
+        ({"device": {"partition": "gpu"}}, r"'placement.device.partition' is not a placement resource"),
+        ({"device": {"mem_mb": 1000}}, r"memory, time and CPUs belong in the profile"),
+        ({"device": "gpu"}, r"give a mapping"),
+        ({"device": {"constraint": ["a", "b"]}}, r"give a string or an integer"),
+        ({"verify_device": "maybe"}, r"placement.verify_device"),
+    ],
+)
+def test_check_placement_refuses(placement, match):
+    with pytest.raises(ConfigError, match=match):
+        check_placement(placement)
+
+
+def test_check_placement_accepts_verify_device():
+    check_placement({"verify_device": "always", **PLACEMENT})
+    assert stage_placement({"verify_device": "never", **PLACEMENT}, "train_model") == PLACEMENT["train"]
+
+
+def test_rules_generated_per_backend_take_their_base_stage():
+    assert rule_stage("build_engine_onnxruntime") == "device"
+    assert rule_stage("build_int8_engine_tensorrt") == "device"
+    assert stage_placement(PLACEMENT, "build_int8_engine_litert") == PLACEMENT["device"]
+    assert is_measuring("build_int8_engine_tensorrt") and is_measuring("benchmark_latency")
+    assert not is_measuring("evaluate_engine") and not is_measuring("train_model")
+    assert base_rule("build_engine") == "build_engine" and base_rule("nothing_like_it") is None
+
+
+def workflow_rules(tmp_path) -> list[str]:
+    """Every rule of the workflow as Snakemake itself lists them (per-backend rules included)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                          str(tmp_path), "--configfile", str(config), "--list-rules"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return [line.strip() for line in out.stdout.splitlines() if re.fullmatch(r"\w+", line.strip())]
+
+
+@pytest.mark.slow
+def test_every_rule_has_a_stage_and_every_measuring_rule_the_whole_node(tmp_path):
+    """A rule added without a stage would fail once placement is wired; a measuring rule without
+    --exclusive in profiles/slurm would share its node with other jobs while it is timed."""
+    names = [n for n in workflow_rules(tmp_path) if n != "all"]
+    assert "benchmark_latency" in names, names
+    missing = sorted(n for n in names if base_rule(n) is None)
+    assert not missing, f"rules without a placement stage (workflow_scripts/placement.py RULE_STAGE): {missing}"
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    extra = {rule: str(res.get("slurm_extra", "")) for rule, res in profile["set-resources"].items()}
+    not_exclusive = sorted(n for n in names if is_measuring(n) and "--exclusive" not in extra.get(n, ""))
+    assert not not_exclusive, f"measuring rules without slurm_extra '--exclusive' in profiles/slurm: {not_exclusive}"
+
+
+def test_measuring_rules_are_device_or_export_stage():
+    assert {RULE_STAGE[r] for r in MEASURING_RULES} <= {"device", "export"}
