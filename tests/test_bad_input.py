@@ -331,7 +331,7 @@ def test_lambda_layer_is_refused_in_safe_mode_with_the_reason(workdir, tmp_path)
 # ONNX models and engines, through the build and evaluation functions.
 
 
-def nhwc_model(tmp_path: Path, threshold: float, name: str = "nan.onnx") -> Path:
+def nhwc_model(tmp_path: Path, threshold: float, name: str = "nan.onnx", size: int = 32) -> Path:
     """A float32 NHWC 32x32x3 -> (N, 10) model whose scores are log(mean pixel - threshold):
     NaN (or -Inf) for every image darker than ``threshold``."""
     import onnx
@@ -353,7 +353,7 @@ def nhwc_model(tmp_path: Path, threshold: float, name: str = "nan.onnx") -> Path
     ]
     graph = helper.make_graph(
         nodes, "nan_model",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 32, 32, 3])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", size, size, 3])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 10])],
         initializer=inits,
     )
@@ -459,3 +459,23 @@ def test_calibration_larger_than_the_train_split_names_key_and_maximum(tmp_path,
     assert isinstance(err.value, EdgePTQError)  # the shim logs it as one line and exits 1
     engines = tmp_path / "engines"
     assert not engines.exists() or not any(engines.iterdir()), "refused before calibration: nothing written"
+
+
+def test_a_model_whose_input_is_not_the_configured_size_is_refused_at_the_build(tmp_path, digits_dir):
+    from workflow_scripts.engine import InvalidOnnxModel, build_engine_benchmark
+
+    path = nhwc_model(tmp_path, 1.0, name="model.onnx", size=64)  # the prepared data are 32x32
+    with pytest.raises(InvalidOnnxModel) as err:
+        build_engine_benchmark(**build_args(tmp_path, path, digits_dir, "fp32"))
+    message = str(err.value)
+    assert str(path) in message and "64x64" in message and "'input_size'" in message and "32x32" in message
+    assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").iterdir())
+
+
+def test_a_keras_model_of_another_size_is_refused_too(tmp_path, keras_model_path):
+    from workflow_scripts.engine import InvalidOnnxModel, check_input_size, source_input_hw
+
+    assert source_input_hw(keras_model_path) == (32, 32)
+    check_input_size(keras_model_path, 32)
+    with pytest.raises(InvalidOnnxModel, match="takes 32x32 images but config key 'input_size'.* 96x96"):
+        check_input_size(keras_model_path, 96)

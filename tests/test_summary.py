@@ -460,3 +460,23 @@ def test_a_renamed_device_folder_labels_its_rows_by_the_folder(tmp_path):
                                   "n_resamples": 100}, tmp_path / "summary")
     latency = tables["latency"]
     assert set(latency["device"]) == {"lab-box"} and set(latency["measured_device"]) == {CPU["device"]}
+
+
+def test_a_truncated_table_of_another_device_is_named_while_planning_and_when_read(tmp_path):
+    from workflow_scripts.errors import CorruptArtifact
+
+    results = tmp_path / "results"
+    write_device(results, CPU, np.random.default_rng(0), speed=1.0)
+    write_device(results, JETSON, np.random.default_rng(1), speed=0.5)
+    write_keras(results)
+    broken = results / JETSON["device"] / "tensorrt" / "digits_32px" / "DenseNet169" / "int8_latency.parquet"
+    broken.write_bytes(broken.read_bytes()[:200])
+    current = {key: [p for p in found if CPU["device"] in p or "/models/" in p]
+               for key, found in discovery.discover_results(results).items()}
+    with pytest.raises(CorruptArtifact) as info:
+        discovery.results_fingerprint(results, current)
+    message = str(info.value)
+    assert str(broken) in message and "--forcerun benchmark_latency" in message and JETSON["device"] in message
+    with pytest.raises(CorruptArtifact, match="build_int8_engine_tensorrt"):
+        (broken.parent / "int8_build.parquet").write_bytes(b"PAR1 not really PAR1")
+        summarize.read_all([broken.parent / "int8_build.parquet"], results)

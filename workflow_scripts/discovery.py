@@ -79,6 +79,48 @@ def merge_file_lists(*lists: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
+# The rule that writes each kind of table (the engine rules exist per backend: build_engine_<backend>).
+REMAKING_RULE = {"build": "build_engine", "build_resources": "build_engine", "latency": "benchmark_latency",
+                 "latency_samples": "benchmark_latency", "accuracy": "evaluate_engine",
+                 "predictions": "evaluate_engine", "export": "export_onnx", "export_resources": "export_onnx",
+                 "keras_accuracy": "evaluate_keras"}
+
+
+def remaking_rule(labels: dict) -> str:
+    """The rule whose job writes the table ``labels`` (from :func:`parse_result_path`) describe."""
+    rule = REMAKING_RULE[labels["kind"]]
+    if rule == "build_engine":
+        int8 = "int8_" if labels.get("precision") == "int8" else ""
+        return f"build_{int8}engine_{labels['backend']}"
+    return rule
+
+
+def corrupt_table_message(path: str | Path, results_dir: str | Path, why: str) -> str:
+    """What to say about an unreadable table: its path, why, and how to remake it."""
+    labels = parse_result_path(path, results_dir) or {}
+    rule = remaking_rule(labels) if labels.get("kind") in REMAKING_RULE else "its rule"
+    device = labels.get("device")
+    where = (f" on the device that measured it ({device})" if device else "")
+    return (f"{path} is not a readable Parquet table ({why}). Remake it{where} with "
+            f"snakemake --forcerun {rule} {path}, or move the folder holding it out of {results_dir}/")
+
+
+def check_parquet_file(path: str | Path, results_dir: str | Path) -> None:
+    """Refuse a truncated Parquet file cheaply (its header and footer magic), naming it and its rule."""
+    from .errors import CorruptArtifact
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            handle.seek(max(size - 4, 0))
+            tail = handle.read(4)
+    except OSError as exc:
+        raise CorruptArtifact(corrupt_table_message(path, results_dir, str(exc))) from exc
+    if size < 12 or head != b"PAR1" or tail != b"PAR1":
+        raise CorruptArtifact(corrupt_table_message(path, results_dir, f"{size} bytes, truncated or not Parquet"))
+
+
 def other_results(results_dir: str | Path, current: dict[str, list[str]]) -> list[str]:
     """Tables under ``results_dir`` that ``current`` does not list, each as 'path size mtime'.
 
@@ -90,6 +132,9 @@ def other_results(results_dir: str | Path, current: dict[str, list[str]]) -> lis
     for found in discover_results(results_dir).values():
         for path in found:
             if os.path.normpath(path) not in known:
+                # Checked while planning: a truncated table of another device fails here, before
+                # Snakemake removes the summary's old outputs to rerun it.
+                check_parquet_file(path, results_dir)
                 stat = os.stat(path)
                 out.append(f"{path} {stat.st_size} {stat.st_mtime_ns}")
     return sorted(out)

@@ -12,7 +12,7 @@ import pandas as pd
 from .artifacts import write_parquet, write_text
 from .backends import get_backend
 from .compression import timed_stage
-from .data_io import calibration_indices, iter_batches, open_split
+from .data_io import calibration_indices, iter_batches, open_split, read_meta
 from .errors import EdgePTQError
 from .monitor import make_monitor, summarize_resources
 from .provenance import with_provenance
@@ -50,6 +50,53 @@ def check_onnx_model(onnx_path: str | Path) -> None:
         ) from exc
 
 
+def source_input_hw(source_path: str | Path) -> tuple[int, int] | None:
+    """(height, width) of the model's NHWC input, read from the file without building it (None if dynamic)."""
+    path = Path(source_path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        hw = [d.dim_value if d.HasField("dim_value") else 0 for d in dims][1:3]
+    else:
+        import json
+        import zipfile
+
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        shape = _keras_input_shape(config)
+        hw = list(shape[1:3]) if shape else []
+    return (int(hw[0]), int(hw[1])) if len(hw) == 2 and all(hw) else None
+
+
+def _keras_input_shape(node):
+    """The first InputLayer's batch shape found in a Keras model's config.json."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "InputLayer":
+            config = node.get("config", {})
+            return config.get("batch_shape") or config.get("batch_input_shape")
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _keras_input_shape(child)
+        if found:
+            return found
+    return None
+
+
+def check_input_size(source_path: str | Path, size: int) -> None:
+    """Refuse a model whose input is not ``size`` x ``size`` (config key input_size) before building."""
+    hw = source_input_hw(source_path)
+    if hw is not None and hw != (size, size):
+        raise InvalidOnnxModel(
+            f"{source_path} takes {hw[0]}x{hw[1]} images but config key 'input_size' (and the prepared data) is "
+            f"{size}x{size}; re-export it for this size (delete it and run snakemake {source_path}) or set "
+            f"input_size: {hw[0]}")
+
+
 def remove_stale_work_dirs(folder: str | Path) -> None:
     """Remove INT8 work folders a killed build left behind (one int8 build per folder runs at a time)."""
     for stale in Path(folder).glob("edgeptq-int8-*"):
@@ -73,6 +120,7 @@ def build_engine_benchmark(backend: str, source_path: str | Path, engine_path: s
 
     if backend_entry(backend).source == "onnx":
         check_onnx_model(source_path)
+    check_input_size(source_path, int(read_meta(data_dir)["input_size"]))
     module = get_backend(backend)
     batches = None
     if precision == "int8":

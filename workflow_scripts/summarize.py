@@ -34,8 +34,8 @@ from .artifacts import write_parquet, write_text
 from .claims import claims_markdown, claims_table
 from .config import flatten_settings
 from .device import cuda_cores as cuda_cores_of
-from .discovery import FILE_KEYS, discover_results, merge_file_lists, parse_result_path
-from .errors import ConfigError
+from .discovery import FILE_KEYS, corrupt_table_message, discover_results, merge_file_lists, parse_result_path
+from .errors import ConfigError, CorruptArtifact
 from .registry import BACKENDS, PRECISIONS
 from .settings_check import CHECKED_TABLES, check_settings
 
@@ -87,7 +87,11 @@ def read_all(paths, results_dir: str | Path | None = None) -> pd.DataFrame:
     """Concatenate Parquet files; labels their path encodes fill columns the rows lack (input_size)."""
     frames = []
     for path in paths:
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError, ArrowException) as exc:
+            raise CorruptArtifact(corrupt_table_message(path, results_dir or Path(path).parent,
+                                                        f"{type(exc).__name__}: {str(exc)[:200]}")) from exc
         labels = parse_result_path(path, results_dir) if results_dir is not None else None
         for key, value in (labels or {}).items():
             if key in ("kind", "backend"):
