@@ -217,7 +217,8 @@ def _rank(frame: pd.DataFrame, objective: str) -> pd.DataFrame:
 def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
     """One row per candidate engine: feasible, chosen, rank among the feasible, and every rejection reason."""
     engines = engine_table(tables)
-    columns = list(engines.columns) + ["feasible", "chosen", "rank", "rejection", "notes", "objective", "budgets"]
+    columns = list(engines.columns) + ["feasible", "chosen", "rank", "rejection", "notes", "pareto", "objective",
+                                       "budgets"]
     if not len(engines):
         return pd.DataFrame(columns=columns)
     broken, notes = zip(*(check(row, budgets) for _, row in engines.iterrows()))
@@ -238,9 +239,27 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
     engines.loc[no_objective, "notes"] = engines.loc[no_objective, "notes"].where(
         engines.loc[no_objective, "notes"] == "", engines.loc[no_objective, "notes"] + "; ") + \
         f"not ranked: {objective_column} unknown"
+    engines["pareto"] = False
+    for _, group in engines.groupby(GROUP, sort=False, dropna=False):
+        engines.loc[group.index, "pareto"] = pareto_front(group["p99_ms"], group["top1_percent"])
     engines["objective"] = budgets.objective
     engines["budgets"] = json.dumps(asdict(budgets), sort_keys=True)
     return engines[columns]
+
+
+def pareto_front(latency, accuracy) -> np.ndarray:
+    """True for points no other point dominates (latency no higher and accuracy no lower, one strictly).
+
+    NaN points are never on the front.
+    """
+    x = np.asarray(latency, dtype=float)
+    y = np.asarray(accuracy, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    front = np.zeros(len(x), bool)
+    for i in np.flatnonzero(ok):
+        others = ok & (x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i]))
+        front[i] = not others.any()
+    return front
 
 
 # --- rendering -----------------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""Figures for choosing an engine: each backend's INT8 trade-off (Fig. 13) and the Pareto front (Fig. 14)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .decision import engine_table, pareto_front
+from .plots_base import (
+    INVALID_NOTE,
+    VARIATION_NOTE,
+    _colors,
+    _grid,
+    _no_data,
+    _with_system,
+    draw_bars,
+    figure_legend,
+    flag_columns,
+    letter,
+    model_order,
+    plain_log_ticks,
+)
+
+PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+
+
+def int8_tradeoff_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per device/backend/dataset/model: INT8 speedup over its own FP32 (with CI) and INT8 top-1 drop (with CI)."""
+    latency, accuracy = tables.get("latency", pd.DataFrame()), tables.get("accuracy", pd.DataFrame())
+    if not len(latency):
+        return pd.DataFrame()
+    int8 = latency[latency["precision"] == "int8"].copy()
+    ratio = int8["latency_median_vs_fp32"].astype(float)
+    int8["speedup"] = 1 / ratio
+    # The interval of 1/r is [1/high, 1/low] of r's interval.
+    int8["speedup_ci_low"] = 1 / int8.get("latency_median_vs_fp32_ci_high", np.nan)
+    int8["speedup_ci_high"] = 1 / int8.get("latency_median_vs_fp32_ci_low", np.nan)
+    keys = [k for k in ("device", "backend", "dataset", "input_size", "model") if k in int8.columns]
+    if len(accuracy):
+        acc = accuracy[accuracy["precision"] == "int8"]
+        cols = ["top1_drop_vs_fp32_points", "top1_drop_ci_low_points", "top1_drop_ci_high_points"]
+        on = [k for k in keys if k in acc.columns]
+        int8 = int8.merge(acc[on + [c for c in cols if c in acc.columns]].drop_duplicates(on), on=on, how="left")
+    return int8
+
+
+def fig_int8_tradeoff(tables: dict[str, pd.DataFrame]):
+    """Fig. 13: each backend's INT8 speedup over its own FP32 (bootstrap 95% CI) beside its INT8 top-1 drop (paired CI)."""
+    frame = int8_tradeoff_table(tables)
+    if not len(frame):
+        fig, axes = _grid(1, 1)
+        _no_data(axes[0, 0], "no INT8 engines")
+        return fig
+    frame = flag_columns(_with_system(frame), "valid", "fp32_valid")
+    datasets = sorted(frame["dataset"].unique())
+    systems = sorted(frame["system"].unique())
+    colors = _colors(systems)
+    width = max(5.0, 1.2 * frame["model"].nunique() * max(1, len(systems)) / 2)
+    fig, axes = _grid(len(datasets), 2, width=width)
+    flags: set[str] = set()
+    for i, dataset in enumerate(datasets):
+        panel = frame[frame["dataset"] == dataset]
+        left, right = axes[i, 0], axes[i, 1]
+        flags |= draw_bars(left, panel, "speedup", "model", "system", systems, colors, lower="speedup_ci_low",
+                           upper="speedup_ci_high")
+        left.axhline(1.0, color="black", linestyle=":", linewidth=1)
+        left.set_title(f"{letter(2 * i)} INT8 speedup over the same backend's FP32\n{dataset}", fontsize=9)
+        left.set_ylabel("FP32 median / INT8 median (x)")
+        if "top1_drop_vs_fp32_points" in panel and panel["top1_drop_vs_fp32_points"].notna().any():
+            draw_bars(right, panel, "top1_drop_vs_fp32_points", "model", "system", systems, colors,
+                      lower="top1_drop_ci_low_points", upper="top1_drop_ci_high_points", invalid=None, variation=None,
+                      points=True)
+            right.axhline(0, color="black", linewidth=0.8)
+        else:
+            _no_data(right, "no accuracy results")
+        right.set_title(f"{letter(2 * i + 1)} INT8 top-1 drop vs the same backend's FP32\n{dataset}", fontsize=9)
+        right.set_ylabel("drop, points (paired 95% CI)")
+    fig.suptitle("Fig. 13: what INT8 buys and costs, per backend (above 1 = faster; above 0 = less accurate)")
+    fig.tight_layout()
+    figure_legend(fig, flags)
+    return fig
+
+
+def fig_pareto(tables: dict[str, pd.DataFrame], latency: str = "p99"):
+    """Fig. 14: per device (rows) and model (columns), p99 (or p50) latency vs top-1 of every backend x precision.
+
+    Color = backend, marker = precision, marker area proportional to engine size (MB); the
+    Pareto front (no other engine both faster and more accurate) is drawn as a step line and its
+    engines are labelled. Invalid runs are hollow; high-variation runs have a thick edge.
+    """
+    from matplotlib.lines import Line2D
+
+    column = {"p99": "p99_ms", "p50": "p50_ms"}[latency]
+    engines = engine_table(tables)
+    engines = engines[engines[column].notna() & engines["top1_percent"].notna()] if len(engines) else engines
+    if not len(engines):
+        fig, axes = _grid(1, 1)
+        _no_data(axes[0, 0], "no engines with both latency and accuracy")
+        return fig
+    rows = sorted(set(map(tuple, engines[["device", "dataset"]].drop_duplicates().to_numpy())))
+    models = model_order(engines["model"])
+    backends = sorted(engines["backend"].unique())
+    colors = _colors(backends)
+    largest = float(engines["engine_mb"].max()) or 1.0
+    fig, axes = _grid(len(rows), len(models), width=4.8, height=4.0)
+    flags: set[str] = set()
+    for i, (device, dataset) in enumerate(rows):
+        for j, model in enumerate(models):
+            ax = axes[i, j]
+            panel = engines[(engines["device"] == device) & (engines["dataset"] == dataset)
+                            & (engines["model"] == model)].reset_index(drop=True)
+            ax.set_title(f"{letter(i * len(models) + j)} {device}\n{model} ({dataset})", fontsize=9)
+            if not len(panel):
+                _no_data(ax)
+                continue
+            for _, row in panel.iterrows():
+                area = 30 + 400 * float(row["engine_mb"]) / largest if np.isfinite(row["engine_mb"]) else 30
+                invalid, noisy = not row["valid"], bool(row["high_variation"])
+                flags |= ({"invalid"} if invalid else set()) | ({"variation"} if noisy else set())
+                ax.scatter(row[column], row["top1_percent"], s=area, marker=PRECISION_MARKERS.get(row["precision"], "o"),
+                           facecolors="white" if invalid else colors[row["backend"]], edgecolors="black",
+                           linewidths=2.0 if noisy else 0.6, alpha=0.85, zorder=3)
+                low, high = row["top1_low_percent"], row["top1_high_percent"]
+                if np.isfinite(low) and np.isfinite(high):
+                    ax.plot([row[column]] * 2, [low, high], color=colors[row["backend"]], linewidth=0.8, zorder=2)
+            front = panel[pareto_front(panel[column], panel["top1_percent"])].sort_values(column)
+            if len(front):
+                ax.step(front[column], front["top1_percent"], where="post", color="black", linewidth=1,
+                        linestyle="--", zorder=1)
+                for _, row in front.iterrows():
+                    ax.annotate(f"{row['backend']} {row['precision']}", (row[column], row["top1_percent"]),
+                                textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.set_xscale("log")
+            plain_log_ticks(ax.xaxis)
+            ax.set_xlabel(f"{latency} task latency (ms, log scale)")
+            ax.set_ylabel("top-1 % (line: Wilson 95% CI)")
+            ax.grid(linewidth=0.3)
+    handles = [(Line2D([], [], marker="o", linestyle="none", color=colors[b], markeredgecolor="black"), b)
+               for b in backends]
+    handles += [(Line2D([], [], marker=m, linestyle="none", color="gray", markeredgecolor="black"), p)
+                for p, m in PRECISION_MARKERS.items() if p in set(engines["precision"])]
+    handles.append((Line2D([], [], color="black", linestyle="--"), "Pareto front (faster or more accurate)"))
+    handles.append((Line2D([], [], marker="o", linestyle="none", color="lightgray", markersize=12),
+                    f"marker area ~ engine MB (largest {largest:.3g} MB)"))
+    if "invalid" in flags:
+        handles.append((Line2D([], [], marker="o", linestyle="none", markerfacecolor="white", markeredgecolor="black"),
+                        "hollow: " + INVALID_NOTE.split(": ", 1)[1]))
+    if "variation" in flags:
+        handles.append((Line2D([], [], marker="o", linestyle="none", color="gray", markeredgecolor="black",
+                               markeredgewidth=2.0), "thick edge: " + VARIATION_NOTE.split(": ", 1)[1]))
+    fig.suptitle(f"Fig. 14: latency ({latency}) vs top-1 of every backend x precision, per device and model")
+    fig.tight_layout()
+    figure_legend(fig, extra=handles)
+    return fig
