@@ -19,10 +19,13 @@ from workflow_scripts.placement import (
     RULE_STAGE,
     WrongDevice,
     base_rule,
+    check_job_device,
     check_placement,
-    is_measuring,
     check_running_device,
+    is_measuring,
+    probe_backends_while_planning,
     rule_stage,
+    scheduler_columns,
     scheduler_facts,
     should_check_device,
     stage_placement,
@@ -212,3 +215,57 @@ def test_every_rule_has_a_stage_and_every_measuring_rule_the_whole_node(tmp_path
 
 def test_measuring_rules_are_device_or_export_stage():
     assert {RULE_STAGE[r] for r in MEASURING_RULES} <= {"device", "export"}
+
+
+# --- check_job_device, scheduler_columns, probe_backends_while_planning ----------------------------
+
+SLURM_ENV = {"SLURM_JOB_ID": "17", "SLURMD_NODENAME": "vm"}
+
+
+def _never_called():
+    raise AssertionError("detect must not run for this job")
+
+
+def test_check_job_device_refuses_measuring_rule_under_slurm():
+    with pytest.raises(WrongDevice, match=r"job build_int8_engine_onnxruntime measures device 'jetson-agx-orin'.*"
+                                          r"node vm, slurm job 17"):
+        check_job_device("build_int8_engine_onnxruntime", "jetson-agx-orin", "auto", SLURM_ENV, lambda: "x86-box")
+
+
+def test_check_job_device_passes_and_returns_facts():
+    facts = check_job_device("benchmark_latency", "x86-box", "auto", SLURM_ENV, lambda: "x86-box")
+    assert facts == {"scheduler": "slurm", "job_id": "17", "node": "vm"}
+    assert scheduler_columns(facts) == {"scheduler": "slurm", "scheduler_job_id": "17", "scheduler_node": "vm"}
+    assert scheduler_columns(scheduler_facts({})) == {"scheduler": "", "scheduler_job_id": "", "scheduler_node": ""}
+
+
+@pytest.mark.parametrize(
+    "rule, declared, verify, env",
+    [
+        ("train_model", "jetson-agx-orin", "auto", SLURM_ENV),  # not measuring: trains anywhere
+        ("evaluate_engine", "jetson-agx-orin", "always", SLURM_ENV),  # accuracy does not depend on the machine
+        ("benchmark_latency", None, "auto", SLURM_ENV),  # no device in its outputs
+        ("benchmark_latency", "my-laptop", "auto", {}),  # local run: the device may be a chosen name
+        ("benchmark_latency", "jetson-agx-orin", "never", SLURM_ENV),
+    ],
+)
+def test_check_job_device_skips(rule, declared, verify, env):
+    check_job_device(rule, declared, verify, env, _never_called)
+
+
+def test_check_job_device_always_checks_local_runs():
+    with pytest.raises(WrongDevice):
+        check_job_device("export_onnx", "my-laptop", "always", {}, lambda: "intel-xeon-processor")
+
+
+@pytest.mark.parametrize(
+    "device, main, submits, expected",
+    [
+        ("jetson-orin-nano", True, True, False),  # login node of a cluster: the job probes
+        ("jetson-orin-nano", False, True, True),  # the job itself, on its node
+        ("jetson-orin-nano", True, False, True),  # a local run of a declared device
+        ("auto", True, True, True),  # auto: the device is this machine
+    ],
+)
+def test_probe_backends_while_planning(device, main, submits, expected):
+    assert probe_backends_while_planning(device, main, submits) is expected

@@ -10,7 +10,7 @@ beyond the mapping passed in; docs/cluster.md describes the configuration.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from workflow_scripts.errors import ConfigError, EdgePTQError
 
@@ -192,3 +192,34 @@ def stage_placement(config_placement: Mapping | None, rule: str) -> dict[str, st
     while stage not in placement and stage in STAGE_FALLBACK:
         stage = STAGE_FALLBACK[stage]
     return dict(placement.get(stage) or {})
+
+
+def check_job_device(rule: str, declared_tag: str | None, verify: str | bool, environ: Mapping[str, str],
+                     detect: Callable[[], str]) -> dict[str, str]:
+    """The device check of one job, as a shim runs it before any work; returns the scheduler facts.
+
+    Only measuring rules (``is_measuring``) with a device in their outputs are checked, and only
+    where ``should_check_device`` says so; ``detect`` (``lambda: detect_device_tag("auto")``) is
+    called only then, so other jobs pay nothing.
+    """
+    facts = scheduler_facts(environ)
+    if declared_tag and is_measuring(rule) and should_check_device(verify, facts):
+        check_running_device(declared_tag, detect(), rule=rule, facts=facts)
+    return facts
+
+
+def scheduler_columns(facts: Mapping[str, str]) -> dict[str, str]:
+    """The provenance columns of ``scheduler_facts``: scheduler, scheduler_job_id, scheduler_node."""
+    return {"scheduler": facts.get("scheduler", ""), "scheduler_job_id": facts.get("job_id", ""),
+            "scheduler_node": facts.get("node", "")}
+
+
+def probe_backends_while_planning(device: str, is_main_process: bool, submits_jobs: bool) -> bool:
+    """Whether backend availability (TensorRT, a GPU) is probed while planning the DAG.
+
+    Not on a machine that only plans and submits (a cluster's login node: ``submits_jobs`` is
+    Snakemake's ``workflow.non_local_exec_or_dryrun`` and this is the main process) for a declared
+    device: the login node's hardware says nothing about the device nodes. Each job plans again on
+    its node, where the probe runs. With ``device: auto`` the device is this machine, so it probes.
+    """
+    return not (device != "auto" and is_main_process and submits_jobs)
