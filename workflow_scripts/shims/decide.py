@@ -1,0 +1,6 @@
+from workflow_scripts.decision import Budgets, write_decision
+from workflow_scripts.shims import run
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+run(sm, lambda: write_decision(sm.params.summary_dir, Budgets.from_config(dict(sm.params.budgets)),
+                               sm.output.markdown, sm.output.table))
