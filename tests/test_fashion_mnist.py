@@ -199,3 +199,10 @@ def test_resolve_folder_prefers_a_copy_in_resources(tmp_path):
     assert fm.resolve_folder(None) == fm.DEFAULT_DIR
     (tmp_path / "fashion-mnist").mkdir()
     assert fm.resolve_folder(tmp_path) == tmp_path / "fashion-mnist"
+
+
+def test_loader_with_the_common_signature_reads_resources_copy(tmp_path):
+    data = make_small(tmp_path / "res" / "fashion-mnist")
+    src = fm.load_fashion_mnist(tmp_path / "res", False, tmp_path / "work")
+    np.testing.assert_array_equal(src.splits["test"].labels, data["test"][1])
+    assert not (tmp_path / "work").exists()  # nothing extracted

@@ -57,6 +57,14 @@ def resolve_folder(resources_dir: Path | str | None) -> Path:
     return DEFAULT_DIR
 
 
+def load_fashion_mnist(resources_dir: Path | str | None, verify_checksums: bool = True,
+                       work_dir: Path | str | None = None) -> DatasetSource:
+    """The loader with the other sources' signature (``load_cifar100_source``'s): the files are read
+    from ``resources_dir/fashion-mnist`` if that folder exists, else from Debian's ``DEFAULT_DIR``;
+    nothing is extracted, so ``work_dir`` is unused."""
+    return load_fashion_mnist_source(resolve_folder(resources_dir), verify_checksums)
+
+
 def load_fashion_mnist_source(folder: Path | str = DEFAULT_DIR, verify_checksums: bool = True) -> DatasetSource:
     """Fashion-MNIST with splits 'train' (60,000) and 'test' (10,000) from the IDX ``.gz`` files in
     ``folder``. Images are 28x28 gray, returned as 28x28x3 RGB (the gray value in each channel)."""
