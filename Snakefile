@@ -20,6 +20,7 @@ include: "rules/engine.smk"
 include: "rules/benchmark.smk"
 include: "rules/evaluate.smk"
 include: "rules/summarize.smk"
+include: "rules/decide.smk"
 include: "rules/calibration_study.smk"
 
 
@@ -27,3 +28,10 @@ rule all:
     default_target: True
     input:
         all_targets(),
+        DECIDE_TARGETS,
+
+
+onsuccess:
+    from workflow_scripts.run_summary import print_run_summary
+
+    print_run_summary(f"{SUMMARY_DIR}/summary.md")

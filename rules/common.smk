@@ -230,6 +230,8 @@ FIGURES = [
     "fig10_accuracy",
     "fig11_resources_normalized",
     "fig12_latency_normalized",
+    "fig13_int8_tradeoff",
+    "fig14_pareto",
 ]
 FIGURE_FORMATS = ["png", "svg"]
 

@@ -2,7 +2,7 @@
 # Included by the Snakefile after rules/summarize.smk; budgets come from config block `decision`
 # (config/schema.yaml). The Snakefile's onsuccess handler prints summary.md.
 
-DECISION = config.get("decision", {})
+DECISION = config["decision"]
 REPORT_HTML_DIR = f"{SUMMARY_DIR}/html"
 REPORT_TABLES = SUMMARY_TABLES + ["decision"]
 REPORT_PAGES = ["decision", "claims", "summary"]
@@ -12,12 +12,6 @@ DECIDE_TARGETS = (
     + [f"{REPORT_HTML_DIR}/{name}_md.html" for name in REPORT_PAGES]
     + [f"{REPORT_HTML_DIR}/figures.html"]
 )
-
-
-def summary_resources(rule):
-    """A rule's mem_mb/runtime from config block resources.<rule>, else the summarize rule's."""
-    block = config["resources"].get(rule) or config["resources"]["summarize"]
-    return block
 
 
 rule decide:
@@ -30,8 +24,8 @@ rule decide:
         summary_dir=summary_dir_of_tables,
         budgets=DECISION,
     resources:
-        mem_mb=summary_resources("decide")["mem_mb"],
-        runtime=summary_resources("decide")["runtime"],
+        mem_mb=config["resources"]["decide"]["mem_mb"],
+        runtime=config["resources"]["decide"]["runtime"],
     log:
         f"{LOGS}/decide/decision.log",
     conda:
@@ -49,8 +43,8 @@ rule run_summary:
     params:
         summary_dir=summary_dir_of_tables,
     resources:
-        mem_mb=summary_resources("decide")["mem_mb"],
-        runtime=summary_resources("decide")["runtime"],
+        mem_mb=config["resources"]["decide"]["mem_mb"],
+        runtime=config["resources"]["decide"]["runtime"],
     log:
         f"{LOGS}/run_summary/summary.log",
     conda:
@@ -85,8 +79,8 @@ rule report_html:
         table_names=REPORT_TABLES,
         captions_dir=str(Path(workflow.basedir) / "report"),
     resources:
-        mem_mb=summary_resources("decide")["mem_mb"],
-        runtime=summary_resources("decide")["runtime"],
+        mem_mb=config["resources"]["decide"]["mem_mb"],
+        runtime=config["resources"]["decide"]["runtime"],
     log:
         f"{LOGS}/report_html/report_html.log",
     conda:

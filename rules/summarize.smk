@@ -3,11 +3,9 @@ rule summarize:
     input:
         **summary_rule_inputs(),
     output:
-        tables=[
-            report(f"{SUMMARY_DIR}/{table}.parquet", category="Tables", caption="../report/tables.rst")
-            for table in SUMMARY_TABLES
-        ],
-        claims=report(f"{SUMMARY_DIR}/claims.md", category="Claims", caption="../report/claims.rst"),
+        tables=[f"{SUMMARY_DIR}/{table}.parquet" for table in SUMMARY_TABLES],
+        # The report shows HTML versions of these (rule report_html).
+        claims=f"{SUMMARY_DIR}/claims.md",
     params:
         out_dir=folder_of_first_output,
         inputs=summary_params(),
@@ -28,12 +26,17 @@ rule plot_figures:
     input:
         tables=rules.summarize.output.tables,
     output:
+        # One report entry per figure (PNG, with its caption); the SVG is written beside it.
         figures=[
-            report(
-                f"{SUMMARY_DIR}/figures/{figure}.{fmt}",
-                category="Figures",
-                subcategory=fmt.upper(),
-                caption=f"../report/{figure}.rst",
+            (
+                report(
+                    f"{SUMMARY_DIR}/figures/{figure}.{fmt}",
+                    category="Figures",
+                    labels={"figure": figure},
+                    caption=f"../report/{figure}.rst",
+                )
+                if fmt == "png"
+                else f"{SUMMARY_DIR}/figures/{figure}.{fmt}"
             )
             for figure in FIGURES
             for fmt in FIGURE_FORMATS

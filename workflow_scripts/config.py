@@ -69,7 +69,7 @@ def load_schema() -> dict:
     """config/schema.yaml as a dict (yaml only: light enough for planning)."""
     import yaml
 
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _types(spec: dict) -> list[str]:
@@ -151,6 +151,7 @@ NOT_COMPARED = {
     "verify_checksums": "whether the archives' md5 is checked; the data are the same or the job fails",
     "calibration_study": "configures the calibration study, which has its own tables and summary",
     "summary": "how the summary treats rows, not how a row is measured",
+    "decision": "budgets of the deployment decision, read from the summary tables",
 }
 
 # Keys inside compared blocks that do not change a measurement (dotted).

@@ -14,6 +14,7 @@ from .backends import get_backend
 from .compression import timed_stage
 from .data_io import calibration_indices, iter_batches, open_split, read_meta
 from .errors import EdgePTQError
+from .latency import engine_mb
 from .monitor import make_monitor, summarize_resources
 from .provenance import with_provenance
 
@@ -153,7 +154,7 @@ def build_engine_benchmark(backend: str, source_path: str | Path, engine_path: s
         scalars = {k: v for k, v in facts.items() if not k.endswith("_text")}
         write_text(facts.get("calibration_json_text") or json.dumps(scalars, indent=2, default=str), calibration_json)
     runs["precision"] = precision
-    runs["engine_mb"] = Path(engine_path).stat().st_size / 1e6
+    runs["engine_mb"] = engine_mb(backend, engine_path)
     runs["onnx_mb"] = Path(source_path).stat().st_size / 1e6
     runs["calibration_method"] = calibration["method"] if precision == "int8" else ""
     runs["calibration_images"] = calibration["num_images"] if precision == "int8" else 0

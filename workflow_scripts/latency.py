@@ -18,6 +18,7 @@ import pandas as pd
 from .artifacts import write_parquet
 from .backends import get_backend
 from .data_io import iter_batches
+from .energy import measured_energy, open_meter
 from .monitor import make_monitor, summarize_resources
 from .provenance import with_provenance
 
@@ -25,11 +26,26 @@ log = logging.getLogger(__name__)
 CV_WARNING = 0.10
 
 
+def engine_mb(backend: str, engine_path: str | Path) -> float:
+    """The engine's size in MB, files beside it that belong to it included (OpenVINO's .bin weights)."""
+    from .registry import backend as backend_entry
+
+    path = Path(engine_path)
+    files = [path] + [path.with_suffix(f".{ext}") for ext in backend_entry(backend).companions]
+    return sum(f.stat().st_size for f in files if f.exists()) / 1e6
+
+
 def measure(run, batch: np.ndarray, warmup: int, iterations: int, min_duration_s: float,
-            max_iterations: int = 1_000_000) -> np.ndarray:
-    """Latency in seconds of each measured call of ``run(batch)`` (warm-ups excluded)."""
+            max_iterations: int = 1_000_000, on_measure_start=None) -> np.ndarray:
+    """Latency in seconds of each measured call of ``run(batch)`` (warm-ups excluded).
+
+    ``on_measure_start`` is called after the warm-ups, just before the first measured task (the
+    energy meter starts there, so energy covers the measured tasks only).
+    """
     for _ in range(warmup):
         run(batch)
+    if on_measure_start is not None:
+        on_measure_start()
     samples = []
     clock = time.perf_counter
     measured = 0.0
@@ -95,8 +111,10 @@ def benchmark_latency(backend: str, engine_path: str | Path, data_dir: str | Pat
     runner = module.load_runner(engine_path, threads)
     load_s = time.perf_counter() - load_started
     monitor = make_monitor(monitor_interval_s)
+    meter = open_meter()
     with monitor:
-        samples = measure(runner.run, batch, warmup, iterations, min_duration_s)
+        samples = measure(runner.run, batch, warmup, iterations, min_duration_s, on_measure_start=meter.start)
+        reading = meter.stop()
     breakdown = device_breakdown(runner, batch, iterations)
     runner.close()
     summary = summarize_latency(samples, batch_size)
@@ -105,13 +123,17 @@ def benchmark_latency(backend: str, engine_path: str | Path, data_dir: str | Pat
     summary.update(labels)
     summary.update({
         "batch_size": batch_size, "warmup": warmup, "min_iterations": iterations, "min_duration_s": min_duration_s,
-        "threads": threads, "load_s": load_s, "valid": valid, "engine_mb": Path(engine_path).stat().st_size / 1e6,
+        "threads": threads, "load_s": load_s, "valid": valid, "engine_mb": engine_mb(backend, engine_path),
         "high_variation": summary["latency_cv"] > CV_WARNING,
     })
     if summary["high_variation"]:
         log.warning("latency CV %.2f exceeds %.2f: the machine was busy or clocks varied", summary["latency_cv"], CV_WARNING)
     resources = monitor.frame()
     summary.update(summarize_resources(resources))
+    # Energy over the measured tasks: a counter (NVML, RAPL) or the trace's power samples; else empty, with why.
+    summary.update(measured_energy(meter, reading, resources, summary["iterations"], batch_size))
+    if summary["energy_source"]:
+        log.info("energy %.3f mJ per inference (%s)", summary["energy_per_inference_mj"], summary["energy_source"])
     log.info("median %.3f ms, p99 %.3f ms over %d tasks", summary["latency_median_ms"], summary["latency_p99_ms"],
              summary["iterations"])
     write_parquet(with_provenance(pd.DataFrame([summary]), provenance), summary_path)
