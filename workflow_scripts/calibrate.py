@@ -249,12 +249,15 @@ class _FineHistogram:
             counts = np.zeros(2 * grown, np.int64)
             counts[grown - self.half:grown + self.half] = self.counts
             self.counts, self.half = counts, grown
-        # bin = floor(x / width) + half; x * scale + half >= 0 here, so truncation is the floor.
+        # bin = floor(x / width) + half. |x| * scale < need - 1 <= half - 1, so x * scale + half lies in
+        # (0, 2 * half - 1): truncation is the floor and no index leaves the array (no clipping pass).
         work = np.multiply(values.reshape(-1), self.scale, dtype=np.float32)
         work += np.float32(self.half)
-        index = work.astype(np.intp)
-        np.minimum(index, 2 * self.half - 1, out=index)
-        self.counts += np.bincount(index, minlength=2 * self.half)
+        counts = np.bincount(work.astype(np.intp), minlength=2 * self.half)
+        if len(counts) > 2 * self.half:  # float rounding at the very edge: fold into the last bin
+            counts[2 * self.half - 1] += counts[2 * self.half:].sum()
+            counts = counts[:2 * self.half]
+        self.counts += counts
 
 
 def _collect_histograms(model, model_path, tensors: list[str], input_name: str,
