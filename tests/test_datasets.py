@@ -70,3 +70,40 @@ def test_calibration_sample_is_seeded_and_bounded():
 def test_missing_prepared_file_names_it(tmp_path):
     with pytest.raises(DatasetUnavailable, match="train_images.npy"):
         open_split(tmp_path, "train")
+
+
+def test_a_dataset_too_small_for_its_splits_names_the_classes_and_the_key():
+    import numpy as np
+
+    from workflow_scripts.datasets import stratified_split
+    from workflow_scripts.errors import DatasetUnavailable
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 2])  # class 2 has one image
+    with pytest.raises(DatasetUnavailable) as info:
+        stratified_split(labels, 0.3, 0, "dataset 'tiny'", "split.test_fraction")
+    message = str(info.value)
+    assert "dataset 'tiny'" in message and "class 2: 1" in message and "split.test_fraction" in message
+    with pytest.raises(DatasetUnavailable, match="each side of the split"):
+        stratified_split(np.repeat(np.arange(10), 3), 0.1, 0)  # 3 held-out images for 10 classes
+    rest, held = stratified_split(np.repeat(np.arange(3), 4), 0.25, 0)
+    assert len(held) == 3 and len(rest) == 9
+
+
+def test_a_corrupt_prepared_array_names_itself_and_never_unpickles(tmp_path, digits_dir):
+    import shutil
+
+    import numpy as np
+
+    from workflow_scripts.data_io import open_split
+    from workflow_scripts.errors import CorruptArtifact
+
+    folder = tmp_path / "data"
+    shutil.copytree(digits_dir, folder)
+    images = folder / "test_images.npy"
+    images.write_bytes(images.read_bytes()[:1000])
+    with pytest.raises(CorruptArtifact, match=f"{images}.*prepare_dataset"):
+        open_split(folder, "test")
+    np.save(folder / "test_labels.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    shutil.copy(digits_dir / "test_images.npy", images)
+    with pytest.raises(CorruptArtifact, match="never read as a pickle"):
+        open_split(folder, "test")
