@@ -36,6 +36,9 @@ RULE_STAGE: dict[str, str] = {
     "calibration_study_summary": "summary",
     "summarize": "summary",
     "plot_figures": "summary",
+    "decide": "summary",
+    "run_summary": "summary",
+    "report_html": "summary",
 }
 # A stage without its own entry takes the placement of the stage it falls back to.
 STAGE_FALLBACK: dict[str, str] = {"data": "train", "export": "device"}
