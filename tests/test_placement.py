@@ -13,12 +13,13 @@ import yaml
 from tests.cli import TINY
 
 from workflow_scripts.device import detect_device_tag
-from workflow_scripts.errors import ConfigError, EdgePTQError
+from workflow_scripts.errors import BackendUnavailable, ConfigError, EdgePTQError
 from workflow_scripts.placement import (
     MEASURING_RULES,
     RULE_STAGE,
     WrongDevice,
     base_rule,
+    check_backend_here,
     check_job_device,
     check_placement,
     check_running_device,
@@ -259,13 +260,24 @@ def test_check_job_device_always_checks_local_runs():
 
 
 @pytest.mark.parametrize(
-    "device, main, submits, expected",
+    "device, placement, expected",
     [
-        ("jetson-orin-nano", True, True, False),  # login node of a cluster: the job probes
-        ("jetson-orin-nano", False, True, True),  # the job itself, on its node
-        ("jetson-orin-nano", True, False, True),  # a local run of a declared device
-        ("auto", True, True, True),  # auto: the device is this machine
+        ("jetson-orin-nano", {"device": {"slurm_partition": "edge"}}, False),  # planned off the device
+        ("jetson-orin-nano", {"export": {"constraint": "jetson-orin-nano"}}, False),
+        ("jetson-orin-nano", {"train": {"slurm_partition": "cpu"}}, True),  # device stage runs here
+        ("jetson-orin-nano", None, True),  # a declared name for this machine, run locally
+        ("auto", {"device": {"slurm_partition": "edge"}}, True),  # auto: the device is this machine
     ],
 )
-def test_probe_backends_while_planning(device, main, submits, expected):
-    assert probe_backends_while_planning(device, main, submits) is expected
+def test_probe_backends_while_planning(device, placement, expected):
+    assert probe_backends_while_planning(device, placement) is expected
+
+
+def test_check_backend_here():
+    check_backend_here("onnxruntime", (True, "installed"), SLURM_ENV_FACTS)
+    with pytest.raises(BackendUnavailable, match=r"backend tensorrt cannot run where this job runs "
+                                                 r"\(node vm, slurm job 17\): the Python package\(s\) tensorrt"):
+        check_backend_here("tensorrt", (False, "the Python package(s) tensorrt are not installed"), SLURM_ENV_FACTS)
+
+
+SLURM_ENV_FACTS = {"scheduler": "slurm", "job_id": "17", "node": "vm"}

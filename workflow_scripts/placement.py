@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from workflow_scripts.errors import ConfigError, EdgePTQError
+from workflow_scripts.errors import BackendUnavailable, ConfigError, EdgePTQError
 
 # Rules by stage. "device" is everything measured on, or tagged with, the target device (the
 # results/<device>/ tree): in the study the ONNX conversion, the engine builds and the benchmarks
@@ -217,12 +217,29 @@ def scheduler_columns(facts: Mapping[str, str]) -> dict[str, str]:
             "scheduler_node": facts.get("node", "")}
 
 
-def probe_backends_while_planning(device: str, is_main_process: bool, submits_jobs: bool) -> bool:
+def probe_backends_while_planning(device: str, config_placement: Mapping | None) -> bool:
     """Whether backend availability (TensorRT, a GPU) is probed while planning the DAG.
 
-    Not on a machine that only plans and submits (a cluster's login node: ``submits_jobs`` is
-    Snakemake's ``workflow.non_local_exec_or_dryrun`` and this is the main process) for a declared
-    device: the login node's hardware says nothing about the device nodes. Each job plans again on
-    its node, where the probe runs. With ``device: auto`` the device is this machine, so it probes.
+    Not for a declared device whose measuring stages are placed on other nodes (``placement.device``
+    or ``placement.export`` set): the planning machine (a cluster's login node, or a CPU node of the
+    train stage planning its own job) says nothing about the device nodes, so a GPU backend must
+    not be refused there. Each device job checks its backend where it runs (``check_backend_here``).
+    With ``device: auto``, or without placement, the device is the machine that plans: it probes.
     """
-    return not (device != "auto" and is_main_process and submits_jobs)
+    placement = config_placement or {}
+    placed = bool(placement.get("device") or placement.get("export"))
+    return not (device != "auto" and placed)
+
+
+def check_backend_here(backend: str, available: tuple[bool, str], facts: Mapping[str, str]) -> None:
+    """Refuse a job whose backend cannot run on the machine it landed on, naming the node.
+
+    ``available`` is ``registry.backend(backend).available()`` evaluated in the job.
+    """
+    ok, reason = available
+    if ok:
+        return
+    raise BackendUnavailable(
+        f"backend {backend} cannot run where this job runs{_where(facts)}: {reason}. Install it on the "
+        "device nodes, or send the device stage to nodes that have it (config placement.device)"
+    )
