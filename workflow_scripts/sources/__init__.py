@@ -35,21 +35,8 @@ class DatasetSource:
 
 
 def load_source(dataset: str, resources_dir: Path, verify_checksums: bool, work_dir: Path) -> DatasetSource:
-    """Return the source of ``dataset``; archives are read from (or fetched into) ``resources_dir``."""
-    if dataset == "digits":
-        from .digits import load_digits_source
+    """Return the source of ``dataset`` (its loader from the registry); archives are read from (or
+    fetched into) ``resources_dir``."""
+    from ..registry import dataset_loader
 
-        return load_digits_source()
-    if dataset == "cifar100":
-        from .cifar100 import load_cifar100_source
-
-        return load_cifar100_source(Path(resources_dir), verify_checksums, Path(work_dir))
-    if dataset == "oxford_flowers102":
-        from .flowers102 import load_flowers102_source
-
-        return load_flowers102_source(Path(resources_dir), verify_checksums, Path(work_dir))
-    from ..errors import ConfigError
-
-    raise ConfigError(
-        f"unknown dataset {dataset!r} in config key 'datasets'; choose from digits, cifar100, oxford_flowers102"
-    )
+    return dataset_loader(dataset)(Path(resources_dir), verify_checksums, Path(work_dir))

@@ -7,8 +7,10 @@ import numpy as np
 from . import DatasetSource, SplitSource
 
 
-def load_digits_source() -> DatasetSource:
-    """All 1797 8x8 digits as one 'all' split; values 0..16 are scaled to 0..255, gray to RGB."""
+def load_digits_source(resources_dir=None, verify_checksums: bool = True, work_dir=None) -> DatasetSource:
+    """All 1797 8x8 digits as one 'all' split; values 0..16 are scaled to 0..255, gray to RGB.
+
+    The arguments of the other loaders are accepted and unused: the data ship with scikit-learn."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
