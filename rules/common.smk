@@ -116,7 +116,8 @@ def settings_param(rule):
 
     def settings(w):
         return {"rule": rule, **rule_settings(config, rule, precision=w.get("precision"),
-                                              backend=w.get("backend"), dataset=w.get("dataset"))}
+                                              backend=w.get("backend"), dataset=w.get("dataset"),
+                                              model=w.get("model"))}
 
     return settings
 
@@ -132,6 +133,12 @@ def engine_source(w):
 def engine_of(w):
     """The engine file of the job's backend and precision (its suffix comes from the registry)."""
     return paths.engine_file(RESULTS, w.device, w.backend, w.dataset, w.size, w.model, w.precision)
+
+
+def engine_companions(w):
+    """Files beside the engine that belong to it (OpenVINO's .bin weights), as inputs too."""
+    engine = Path(engine_of(w))
+    return [str(engine.with_suffix(f".{ext}")) for ext in registry.backend(w.backend).companions]
 
 
 def backend_env(w):

@@ -114,3 +114,29 @@ def test_results_dir_expands_the_home_folder_as_a_shell_does():
     config = validate_config({**BASE, "results_dir": "~/edgeptq-results", "resources_dir": "~/archives"})
     assert config["results_dir"] == str(Path.home() / "edgeptq-results")
     assert config["resources_dir"] == str(Path.home() / "archives")
+
+
+def test_weights_per_model_narrow_to_the_rows_model():
+    from workflow_scripts.config import comparable_settings, weights_for
+
+    config = validate_config({**BASE, "models": ["EfficientNetLite0", "MobileNetV3Small"],
+                              "weights": {"EfficientNetLite0": "imagenet", "default": "none"}})
+    assert weights_for(config["weights"], "EfficientNetLite0") == "imagenet"
+    assert weights_for(config["weights"], "MobileNetV3Small") == "none"
+    lite = comparable_settings(config, stage="train_model", model="EfficientNetLite0")
+    small = comparable_settings(config, stage="train_model", model="MobileNetV3Small")
+    assert lite["weights"] == "imagenet" and small["weights"] == "none"
+    with pytest.raises(ConfigError, match="'weights' maps \\['ResNet50'\\]"):
+        validate_config({**BASE, "weights": {"ResNet50": "imagenet"}})
+
+
+def test_a_training_subset_is_stratified_and_seeded():
+    import numpy as np
+
+    from workflow_scripts.train import training_subset
+
+    labels = np.repeat(np.arange(10), 100)
+    chosen = training_subset(labels, 200, seed=0)
+    assert len(chosen) == 200 and (np.bincount(labels[chosen]) == 20).all()
+    assert (training_subset(labels, 200, seed=0) == chosen).all()
+    assert training_subset(labels, 0, 0) is None and training_subset(labels, 5000, 0) is None

@@ -58,6 +58,12 @@ def check_config(config: dict) -> None:
                 f"config key 'train.batch_size' has no entry for dataset {dataset!r}; "
                 f"add e.g. train: {{batch_size: {{{dataset}: 32}}}}"
             )
+    weights = config.get("weights")
+    if isinstance(weights, dict):
+        unknown = sorted(set(weights) - set(MODELS) - {"default"})
+        if unknown:
+            raise ConfigError(f"config key 'weights' maps {unknown}, which are not models; use model names "
+                              f"({', '.join(MODELS)}) or 'default'")
     device = config.get("device", "auto")
     if device in RESERVED:
         raise ConfigError(
@@ -219,8 +225,16 @@ def _plain(value):
     return value
 
 
+def weights_for(weights, model: str) -> str:
+    """Config key ``weights`` for one model: the value itself, or from a per-model mapping its
+    entry for ``model`` (else its ``default``, else none)."""
+    if isinstance(weights, dict):
+        return weights.get(model, weights.get("default", "none"))
+    return weights
+
+
 def comparable_settings(config: dict, precision: str | None = None, backend: str | None = None,
-                        stage: str | None = None, dataset: str | None = None) -> dict:
+                        stage: str | None = None, dataset: str | None = None, model: str | None = None) -> dict:
     """The settings that determine what one result row measures (a nested dict; pure).
 
     Arguments describe the row: ``precision`` (fp32/fp16/int8; None for rows without one: training
@@ -266,6 +280,8 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
         block, _, leaf = dotted.partition(".")
         if isinstance(out.get(block), dict):
             out[block].pop(leaf, None)
+    if model is not None and "weights" in out:
+        out["weights"] = weights_for(out["weights"], model)  # a per-model mapping narrows to the row's model
     train = out.get("train")
     if dataset is not None and isinstance(train, dict) and isinstance(train.get("batch_size"), dict):
         sizes = train["batch_size"]
@@ -313,7 +329,7 @@ def _upstream(stage: str) -> set[str]:
 
 
 def rule_settings(config: dict, rule: str, precision: str | None = None, backend: str | None = None,
-                  dataset: str | None = None) -> dict:
+                  dataset: str | None = None, model: str | None = None) -> dict:
     """The ``settings`` param of one job of ``rule`` (rules/common.smk): what its rows compare.
 
     :func:`comparable_settings` of the job's rule, precision, backend and dataset. Snakemake hashes
@@ -323,7 +339,8 @@ def rule_settings(config: dict, rule: str, precision: str | None = None, backend
     """
     if rule == "build_int8_engine":
         precision = "int8"
-    return comparable_settings(config, precision=precision, backend=backend, stage=rule, dataset=dataset)
+    return comparable_settings(config, precision=precision, backend=backend, stage=rule, dataset=dataset,
+                               model=model)
 
 
 def settings_json(settings: dict) -> str:

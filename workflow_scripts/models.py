@@ -36,15 +36,18 @@ def resolve_weights(weights: str) -> str | None:
     return str(path)
 
 
-def build_model(name: str, num_classes: int, input_size: int, weights: str, batchnorm_momentum: float, dropout: float = 0.2):
-    """Backbone with preprocessing, global pooling and a softmax head of ``num_classes``."""
+def build_model(name: str, num_classes: int, input_size: int, weights: str, batchnorm_momentum: float,
+                dropout: float = 0.2, freeze_backbone: bool = False):
+    """Backbone with preprocessing, global pooling and a softmax head of ``num_classes``
+    (``freeze_backbone``: only the head trains)."""
     import keras
 
     from .registry import model_builder
 
     builder = model_builder(name)
     if builder is not None:
-        return builder(name, num_classes, input_size, weights, batchnorm_momentum, dropout)
+        return builder(name, num_classes, input_size, weights, batchnorm_momentum, dropout,
+                       freeze_backbone=freeze_backbone)
     constructor = getattr(keras.applications, name)
     resolved = resolve_weights(weights)
     try:
@@ -66,6 +69,7 @@ def build_model(name: str, num_classes: int, input_size: int, weights: str, batc
                 " with model.save_weights(...)"
             ) from exc
         raise
+    backbone.trainable = not freeze_backbone
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             # Keras' default 0.99-0.999 leaves moving statistics unconverged after a few epochs,

