@@ -2,6 +2,7 @@ rule benchmark_latency:
     input:
         data_files,
         engine=engine_of,
+        beside=engine_companions,
     output:
         summary=paths.engine_table("latency"),
         samples=paths.engine_table("latency_samples"),

@@ -4,6 +4,9 @@
 for _name, _entry in registry.BACKENDS.items():
     _engine = paths.ENGINE.replace("{ext}", _entry.suffix)
     _int8 = _engine.replace("{precision}", "int8")
+    # Files that belong to the engine (OpenVINO's .bin weights) are outputs too.
+    _beside = {f"engine_{ext}": _engine.replace(f".{_entry.suffix}", f".{ext}") for ext in _entry.companions}
+    _beside_int8 = {f"engine_{ext}": _int8.replace(f".{_entry.suffix}", f".{ext}") for ext in _entry.companions}
 
     rule:
         name:
@@ -15,6 +18,7 @@ for _name, _entry in registry.BACKENDS.items():
             engine=_engine,
             build=paths.engine_table("build"),
             resources=paths.engine_table("build_resources"),
+            **_beside,
         wildcard_constraints:
             backend=_name,
             precision="fp32|fp16",
@@ -49,6 +53,7 @@ for _name, _entry in registry.BACKENDS.items():
             resources=paths.engine_table("build_resources", precision="int8"),
             calibration_json=paths.engine_side_file("calibration.json", precision="int8"),
             calibration_cache=paths.engine_side_file("calibration.cache", precision="int8"),
+            **_beside_int8,
         wildcard_constraints:
             backend=_name,
         params:

@@ -2,6 +2,7 @@ rule evaluate_engine:
     input:
         data_files,
         engine=engine_of,
+        beside=engine_companions,
     output:
         accuracy=paths.engine_table("accuracy"),
         predictions=paths.engine_table("predictions"),

@@ -141,7 +141,8 @@ def build_engine_benchmark(backend: str, source_path: str | Path, engine_path: s
 
     monitor = make_monitor(monitor_interval_s)
     with monitor:
-        runs, facts = timed_stage("engine_build", produce, engine_path, warmup, repeats, monitor)
+        runs, facts = timed_stage("engine_build", produce, engine_path, warmup, repeats, monitor,
+                                  companions=backend_entry(backend).companions)
     samples = monitor.frame()
     if precision == "int8":
         # The kept engine's calibration: ONNX Runtime returns the tables as text (per-tensor
