@@ -27,7 +27,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -98,23 +97,31 @@ def _quiet_tensorflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _converter(keras_path: Path, work_dir: Path):
-    """A TFLiteConverter for the Keras model (dynamic batch), through a SavedModel export in ``work_dir``."""
+def _converter(keras_path: Path):
+    """A TFLiteConverter for the Keras model (dynamic batch, inference mode, weights frozen in).
+
+    Keras 3 models have no TF-Keras save spec, so ``from_keras_model`` fails on them; a concrete
+    function of the model, or Keras' SavedModel export, keeps the weights as resource variables that
+    the converted model does not hold (FP32 then scores at chance and INT8 calibration fails with
+    READ_VARIABLE). Freezing the variables into constants first gives a self-contained graph.
+    """
     _quiet_tensorflow()
     import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     from ..models import load_keras_model
 
     model = load_keras_model(keras_path)
     if len(model.inputs) != 1:
         raise ConfigError(f"{keras_path} has {len(model.inputs)} inputs; the LiteRT backend converts single-input models")
-    # Keras 3 models have no TF-Keras save spec, so from_keras_model fails on them, and a concrete
-    # function of the live model keeps its weights as resource variables the converted model cannot
-    # read. Keras' own SavedModel export (inference endpoint 'serve': training=False, batch
-    # dimension left dynamic) is the supported route.
-    saved = work_dir / "saved_model"
-    model.export(str(saved), format="tf_saved_model", verbose=False)
-    return tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    shape = [None, *model.inputs[0].shape[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="images")])
+    def serve(images):
+        return model(images, training=False)
+
+    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
 def _one_image_samples(calibration_batches: Callable[[], Iterator[np.ndarray]], counter: dict):
@@ -215,8 +222,7 @@ def build_engine(source_path: str | Path, engine_path: str | Path, precision: st
             raise ConfigError("int8 needs calibration data; none was given")
     started = time.perf_counter()
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-litert-", dir=engine_path.parent) as work:
-        content, facts = _convert(source_path, Path(work), precision, calibration_batches, options)
+    content, facts = _convert(source_path, precision, calibration_batches, options)
     facts.update(_io_facts(content))
     tmp = engine_path.with_name(f".tmp-{os.getpid()}-{engine_path.name}")
     try:
@@ -233,9 +239,9 @@ def build_engine(source_path: str | Path, engine_path: str | Path, precision: st
     return facts
 
 
-def _convert(source_path: Path, work: Path, precision: str, calibration_batches, options: dict) -> tuple[bytes, dict]:
+def _convert(source_path: Path, precision: str, calibration_batches, options: dict) -> tuple[bytes, dict]:
     """The converted flatbuffer and the conversion's facts."""
-    converter = _converter(source_path, work)
+    converter = _converter(source_path)
     import tensorflow as tf
 
     facts: dict = {"source_format": SOURCE_FORMAT, "converter": f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__})",

@@ -273,6 +273,11 @@ def build_engine(source_path: str | Path, engine_path: str | Path, precision: st
 # --- running ---------------------------------------------------------------------------------
 
 
+def _text(value) -> str:
+    """An rt_info value as text (``str()`` of an OVAny gives its class name, not its value)."""
+    return value.astype(str) if hasattr(value, "astype") else str(value)
+
+
 def inference_precision(engine_precision: str, capabilities: list[str]) -> str:
     """The INFERENCE_PRECISION_HINT for an engine of ``engine_precision`` on a CPU with ``capabilities``.
 
@@ -309,7 +314,7 @@ class OpenVINORunner:
         self.threads = int(threads)
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = OpenVINO's default); got {self.threads}")
-        precision = (str(self.model.get_rt_info(PRECISION_KEY))
+        precision = (_text(self.model.get_rt_info(PRECISION_KEY))
                      if self.model.has_rt_info(PRECISION_KEY) else "fp32")
         capabilities = list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         self.config = {
@@ -350,8 +355,8 @@ class OpenVINORunner:
         counts: dict[str, int] = {}
         for op in self.compiled.get_runtime_model().get_ops():
             info = op.get_rt_info()
-            if "layerType" in info and str(info["layerType"]) in ("Convolution", "FullyConnected", "MatMul"):
-                key = str(info["runtimePrecision"]) if "runtimePrecision" in info else "unknown"
+            if "layerType" in info and _text(info["layerType"]) in ("Convolution", "FullyConnected", "MatMul"):
+                key = _text(info["runtimePrecision"]) if "runtimePrecision" in info else "unknown"
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
