@@ -3,12 +3,12 @@
 # rules, per-layer sensitivity, the int8-auto mixed-precision fallback, and a summary.
 # Calibrate once, reuse: per model one pre-processed graph (prepared.onnx) and per model x calibration
 # image set one statistics artifact (ranges + histograms), which every variant of that set reads.
-from workflow_scripts.calibration_study import study_cells  # noqa: E402
 from workflow_scripts.calibration_variants import (  # noqa: E402
     AUTO_VARIANT,
     VARIANT_REGEX,
     expand_variants,
     parse_variant,
+    study_cells,
     variant_labels,
 )
 
@@ -59,16 +59,6 @@ STUDY_OUTPUTS = {
 CALIBRATION_STUDY_TARGETS = list(STUDY_OUTPUTS.values())
 
 
-def _statistics_of(w):
-    """The statistics artifact of a variant's calibration image set."""
-    n = parse_variant(w.variant).num_images
-    return f"{w.results}/{w.device}/{w.backend}/{w.dataset}_{w.size}px/{w.model}/calibration/statistics-n{n}.npz"
-
-
-def _prepared_of(w):
-    return f"{w.results}/{w.device}/{w.backend}/{w.dataset}_{w.size}px/{w.model}/calibration/prepared.onnx"
-
-
 rule calibration_prepare:
     input:
         onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
@@ -92,7 +82,7 @@ rule calibration_statistics:
         data_dir=data_dir,
         batch_size=config["calibration"]["batch_size"],
         seed=config["seed"],
-    threads: workflow.cores
+    threads: job_cores
     log:
         "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/statistics-n{num_images}.log",
     conda:
@@ -105,8 +95,8 @@ rule build_calibration_variant:
     input:
         data_files,
         onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
-        prepared=_prepared_of,
-        statistics=_statistics_of,
+        prepared=calibration_prepared_of,
+        statistics=calibration_statistics_of,
     output:
         engine=f"{CAL_DIR}/{BUILT}.onnx",
         build=f"{CAL_DIR}/{BUILT}_build.parquet",
@@ -124,7 +114,7 @@ rule build_calibration_variant:
         int8_options=STUDY_INT8_OPTIONS,
         labels=lambda w: variant_labels(w.variant, w.dataset, w.model, w.size),
         provenance=provenance_params,
-    threads: workflow.cores
+    threads: job_cores
     log:
         "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/{variant}_build.log",
     conda:
@@ -217,7 +207,7 @@ rule calibration_int8_auto:
         int8_options=STUDY_INT8_OPTIONS,
         labels=lambda w: variant_labels(AUTO_VARIANT, w.dataset, w.model, w.size),
         provenance=provenance_params,
-    threads: workflow.cores
+    threads: job_cores
     log:
         "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/int8-auto.log",
     conda:

@@ -275,6 +275,19 @@ def summary_dir_of_tables(wildcards, input):
     return str(Path(input.tables[0]).parent)
 
 
+def calibration_prepared_of(w):
+    """The calibration study's pre-processed graph of one model (one per model)."""
+    return f"{paths.ENGINE_DIR.format(**w)}/calibration/prepared.onnx"
+
+
+def calibration_statistics_of(w):
+    """The calibration study's statistics artifact of a variant's calibration image set."""
+    from workflow_scripts.calibration_variants import parse_variant
+
+    n = parse_variant(w.variant).num_images
+    return f"{paths.ENGINE_DIR.format(**w)}/calibration/statistics-n{n}.npz"
+
+
 def calibration_study_enabled():
     """Whether config key calibration_study.enabled asks for the INT8 calibration study."""
     return bool(config.get("calibration_study", {}).get("enabled", False))

@@ -297,13 +297,3 @@ def summarize_study(cells: list[dict], variants: list[str], with_auto: bool, wit
     with atomic_path(out["drop_figure"]) as drop_tmp, atomic_path(out["fallback_figure"]) as fb_tmp:
         plot_study(study, drop_tmp, fb_tmp)
     return study
-
-
-def study_cells(config: dict, results: str, device: str, backend: str, baseline: str) -> list[dict]:
-    """The study summary's (dataset, model) cells with their engine folders."""
-    from .paths import engine_dir
-
-    size = int(config["input_size"])
-    return [{"dataset": dataset, "model": model, "input_size": size, "baseline": baseline,
-             "engine_dir": engine_dir(results, device, backend, dataset, size, model)}
-            for dataset in config["datasets"] for model in config["models"]]

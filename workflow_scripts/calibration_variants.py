@@ -158,3 +158,13 @@ def variant_labels(variant_id: str, dataset: str, model: str, size: int | str) -
         return {**base, "variant": AUTO_VARIANT, "method": "auto", "percentile": float("nan"), "num_images": 0,
                 "per_channel": True, "symmetric_activations": False, "exclude": "auto"}
     return {**base, **parse_variant(variant_id).labels()}
+
+
+def study_cells(config: dict, results: str, device: str, backend: str, baseline: str) -> list[dict]:
+    """The study summary's (dataset, model) cells with their engine folders."""
+    from .paths import engine_dir
+
+    size = int(config["input_size"])
+    return [{"dataset": dataset, "model": model, "input_size": size, "baseline": baseline,
+             "engine_dir": engine_dir(results, device, backend, dataset, size, model)}
+            for dataset in config["datasets"] for model in config["models"]]

@@ -120,7 +120,7 @@ _ALL_METHODS = ("entropy", "minmax", "percentile")
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("onnxruntime", "onnxruntime_backend", "onnx", "onnx", PRECISIONS, _ALL_METHODS,
             "envs/onnxruntime.yaml", ("onnxruntime",), "onnxruntime", ("onnxruntime", "onnx"),
-            options_key="onnxruntime", int8_options=("int8_cpu_policy", "reduce_range")),
+            options_key="onnxruntime", int8_options=("int8_cpu_policy", "reduce_range", "calibrator")),
     # The TFLite converter calibrates with min/max over a representative dataset.
     Backend("litert", "litert_backend", "tflite", "keras", PRECISIONS, ("minmax",),
             "envs/litert.yaml", ("ai-edge-litert",), "litert", ("ai_edge_litert", "tensorflow"),
