@@ -17,6 +17,7 @@ rule benchmark_latency:
     resources:
         mem_mb=config["resources"]["benchmark_latency"]["mem_mb"],
         runtime=config["resources"]["benchmark_latency"]["runtime"],
+        **placement("benchmark_latency"),
     log:
         paths.log_file("benchmark_latency", paths.engine_table("latency")),
     conda:

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 from workflow_scripts import paths, registry  # noqa: E402
 from workflow_scripts.config import check_config, check_renamed_keys, coerce_cli_values, rule_settings  # noqa: E402
 from workflow_scripts.device import detect_device_tag  # noqa: E402
+from workflow_scripts.placement import check_placement, probe_backends_while_planning, stage_placement  # noqa: E402
 from workflow_scripts.errors import ConfigError  # noqa: E402
 
 
@@ -64,11 +65,16 @@ check_results_dir(config["results_dir"])
 RESULTS = config["results_dir"]
 SIZE = config["input_size"]
 DEVICE = detect_device_tag(config["device"])
-BACKENDS = registry.resolve_backends(config["backends"])
+check_placement(config["placement"])
+# A declared device placed on other nodes: its backends are checked in each device job, on its node.
+PROBE_BACKENDS = probe_backends_while_planning(config["device"], config["placement"])
+BACKENDS = registry.resolve_backends(config["backends"], probe=PROBE_BACKENDS)
 for _backend in BACKENDS:
-    registry.check_backend_config(_backend, config)
-if "onnxruntime" in BACKENDS and config["onnxruntime"]["reduce_range"] is None:
+    registry.check_backend_config(_backend, config, probe=PROBE_BACKENDS)
+if PROBE_BACKENDS and "onnxruntime" in BACKENDS and config["onnxruntime"]["reduce_range"] is None:
     # Resolved here, for the CPU that runs the jobs, so it is part of every ORT INT8 row's settings.
+    # (Planning for a device placed on other nodes, the job resolves it on its node and records the
+    # choice in its build row: int8_reduce_range.)
     from workflow_scripts.backends.onnxruntime_backend import resolve_int8_settings
 
     config["onnxruntime"]["reduce_range"] = resolve_int8_settings(config["onnxruntime"])["reduce_range"]
@@ -301,3 +307,8 @@ def all_targets():
         # CALIBRATION_STUDY_TARGETS is defined in rules/calibration_study.smk.
         + (CALIBRATION_STUDY_TARGETS if calibration_study_enabled() else [])
     )
+
+
+def placement(rule):
+    """Scheduler resources (partition, constraint, ...) of ``rule`` from config key placement."""
+    return stage_placement(config["placement"], rule)

@@ -10,6 +10,7 @@ rule prepare_dataset:
     resources:
         mem_mb=config["resources"]["prepare_dataset"]["mem_mb"],
         runtime=config["resources"]["prepare_dataset"]["runtime"],
+        **placement("prepare_dataset"),
     log:
         paths.log_file("prepare_dataset", paths.DATA_DIR),
     conda:

@@ -26,6 +26,7 @@ rule decide:
     resources:
         mem_mb=config["resources"]["decide"]["mem_mb"],
         runtime=config["resources"]["decide"]["runtime"],
+        **placement("decide"),
     log:
         f"{LOGS}/decide/decision.log",
     conda:
@@ -45,6 +46,7 @@ rule run_summary:
     resources:
         mem_mb=config["resources"]["decide"]["mem_mb"],
         runtime=config["resources"]["decide"]["runtime"],
+        **placement("run_summary"),
     log:
         f"{LOGS}/run_summary/summary.log",
     conda:
@@ -81,6 +83,7 @@ rule report_html:
     resources:
         mem_mb=config["resources"]["decide"]["mem_mb"],
         runtime=config["resources"]["decide"]["runtime"],
+        **placement("report_html"),
     log:
         f"{LOGS}/report_html/report_html.log",
     conda:

@@ -32,6 +32,7 @@ for _name, _entry in registry.BACKENDS.items():
         resources:
             mem_mb=config["resources"]["build_engine"]["mem_mb"],
             runtime=config["resources"]["build_engine"]["runtime"],
+            **placement(f"build_engine_{_name}"),
         log:
             paths.log_file("build_engine", _engine),
         conda:
@@ -65,6 +66,7 @@ for _name, _entry in registry.BACKENDS.items():
         resources:
             mem_mb=config["resources"]["build_engine"]["mem_mb"],
             runtime=config["resources"]["build_engine"]["runtime"],
+            **placement(f"build_int8_engine_{_name}"),
         log:
             paths.log_file("build_engine", _int8),
         conda:

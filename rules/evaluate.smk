@@ -14,6 +14,7 @@ rule evaluate_engine:
     resources:
         mem_mb=config["resources"]["evaluate_engine"]["mem_mb"],
         runtime=config["resources"]["evaluate_engine"]["runtime"],
+        **placement("evaluate_engine"),
     log:
         paths.log_file("evaluate_engine", paths.engine_table("accuracy")),
     conda:

@@ -15,6 +15,7 @@ rule export_onnx:
     resources:
         mem_mb=config["resources"]["export_onnx"]["mem_mb"],
         runtime=config["resources"]["export_onnx"]["runtime"],
+        **placement("export_onnx"),
     log:
         paths.log_file("export_onnx", paths.ONNX_DIR),
     conda:

@@ -14,6 +14,7 @@ rule summarize:
     resources:
         mem_mb=config["resources"]["summarize"]["mem_mb"],
         runtime=config["resources"]["summarize"]["runtime"],
+        **placement("summarize"),
     log:
         f"{LOGS}/summarize/summary.log",
     conda:
@@ -46,6 +47,7 @@ rule plot_figures:
     resources:
         mem_mb=config["resources"]["plot_figures"]["mem_mb"],
         runtime=config["resources"]["plot_figures"]["runtime"],
+        **placement("plot_figures"),
     log:
         f"{LOGS}/plot_figures/figures.log",
     conda:

@@ -11,6 +11,7 @@ rule train_model:
     resources:
         mem_mb=config["resources"]["train_model"]["mem_mb"],
         runtime=config["resources"]["train_model"]["runtime"],
+        **placement("train_model"),
     log:
         paths.log_file("train_model", paths.MODEL_DIR),
     benchmark:
@@ -34,6 +35,7 @@ rule evaluate_keras:
     resources:
         mem_mb=config["resources"]["evaluate_keras"]["mem_mb"],
         runtime=config["resources"]["evaluate_keras"]["runtime"],
+        **placement("evaluate_keras"),
     log:
         paths.log_file("evaluate_keras", paths.MODEL_DIR),
     conda:

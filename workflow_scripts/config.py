@@ -152,6 +152,7 @@ NOT_COMPARED = {
     "device": "selector; the row's device is its own column (and folder)",
     "backends": "selector; the row's backend is its own column (and folder)",
     "resources": "what a scheduler is asked for (memory, wall time), not how a row is measured",
+    "placement": "where a scheduler runs each stage; the device check keeps measurements on the declared device",
     "results_dir": "a path: where outputs go",
     "resources_dir": "a path: where the dataset archives are read from (their md5 is checked)",
     "verify_checksums": "whether the archives' md5 is checked; the data are the same or the job fails",

@@ -174,12 +174,23 @@ def model_builder(name: str):
     return getattr(importlib.import_module(f"workflow_scripts.{module}"), function)
 
 
-def resolve_backends(requested) -> list[str]:
+def resolve_backends(requested, probe: bool = True) -> list[str]:
     """Map config key ``backends`` (``auto``, one name or a list) to the backends that will run.
 
     ``auto`` is every registered backend available here (TensorRT only with an NVIDIA GPU). A named
-    backend that cannot run is an error naming the extra to install.
+    backend that cannot run is an error naming the extra to install. Without ``probe`` (a cluster's
+    login node planning for a declared device) names are only checked against the registry; each job
+    probes on its own node.
     """
+    if not probe:
+        if requested == "auto" or requested == ["auto"]:
+            raise ConfigError("config key 'backends' is auto, but this machine only plans and submits jobs for "
+                              "a declared device, so what is available there cannot be detected here; name the "
+                              "backends, e.g. --config 'backends=[tensorrt]'")
+        names = [requested] if isinstance(requested, str) else list(requested)
+        for name in names:
+            backend(name)
+        return list(dict.fromkeys(names))
     if requested == "auto" or requested == ["auto"]:
         chosen = [name for name, b in BACKENDS.items() if b.available()[0]]
         if not chosen:
@@ -197,14 +208,16 @@ def resolve_backends(requested) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_backend_config(name: str, config: dict) -> None:
-    """Fail at planning time when backend ``name`` cannot do what ``config`` asks (precisions, calibration)."""
+def check_backend_config(name: str, config: dict, probe: bool = True) -> None:
+    """Fail at planning time when backend ``name`` cannot do what ``config`` asks (precisions, calibration).
+
+    Without ``probe`` the installed TensorRT's own limits are checked in the job, not here."""
     entry = backend(name)
     bad = [p for p in config["precisions"] if p not in entry.precisions]
     if bad:
         raise ConfigError(f"config key 'precisions' has {bad} which backend {name!r} cannot build; "
                           f"use a subset of {list(entry.precisions)} or leave {name} out of 'backends'")
-    if name == "tensorrt" and entry.available()[0]:
+    if probe and name == "tensorrt" and entry.available()[0]:
         # Refuse at planning what this TensorRT cannot build (e.g. INT8 by calibration on TensorRT 11).
         trt = load(name)
         trt.check_build_request(config["precisions"], config.get("tensorrt", {}), trt.version())

@@ -32,6 +32,7 @@ def run(snakemake, job: Callable[[], object]) -> None:
     log = setup_logging(snakemake.log[0] if snakemake.log else None)
     remove_stale_scratch(list(snakemake.output))
     try:
+        check_device_of(snakemake)
         job()
     except (EdgePTQError, PermissionError) as exc:
         log.error("%s", exc)
@@ -39,6 +40,24 @@ def run(snakemake, job: Callable[[], object]) -> None:
     except Exception:
         log.exception("unexpected failure; the traceback follows")
         raise
+
+
+def check_device_of(snakemake) -> dict:
+    """A measuring job refuses to run on another device than its outputs are filed under (config key
+    placement.verify_device), and a device job whose backend cannot run here says so, naming the node;
+    returns the scheduler's facts of this job."""
+    from ..device import detect_device_tag
+    from ..placement import check_backend_here, check_job_device, rule_stage
+    from ..registry import backend as backend_entry
+
+    verify = (snakemake.config.get("placement") or {}).get("verify_device", "auto")
+    facts = check_job_device(snakemake.rule, getattr(snakemake.wildcards, "device", None), verify, os.environ,
+                             lambda: detect_device_tag("auto"))
+    # The backend is checked here, on the job's node, when planning could not (a login node).
+    name = getattr(snakemake.wildcards, "backend", None)
+    if name and name != "onnx" and rule_stage(snakemake.rule) == "device":
+        check_backend_here(name, backend_entry(name).available(), facts)
+    return facts
 
 
 def remove_stale_scratch(outputs: list[str]) -> None:
@@ -79,6 +98,7 @@ def provenance_of(snakemake, **extra) -> dict:
     settings that determine what this job's rows measure (``settings``, ``settings_hash``)."""
     from ..config import settings_hash, settings_json, short_hash
     from ..device import detect_device_tag
+    from ..placement import scheduler_columns, scheduler_facts
     from ..provenance import provenance
 
     params = dict(getattr(snakemake.params, "provenance", {}) or {})
@@ -87,5 +107,7 @@ def provenance_of(snakemake, **extra) -> dict:
     params.setdefault("device", detect_device_tag(snakemake.config.get("device", "auto")))
     params.setdefault("backend", "keras")
     settings = settings_json(row_settings(snakemake))
+    # Where the scheduler ran this job (empty columns locally).
+    facts = scheduler_columns(scheduler_facts(os.environ))
     return {**provenance(config_hash=settings_hash(snakemake.config), settings=settings,
-                         settings_hash=short_hash(settings), **params), **extra}
+                         settings_hash=short_hash(settings), **params), **facts, **extra}
