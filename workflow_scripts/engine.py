@@ -157,7 +157,9 @@ def build_engine_benchmark(backend: str, source_path: str | Path, engine_path: s
     runs["precision"] = precision
     runs["engine_mb"] = engine_mb(backend, engine_path)
     runs["onnx_mb"] = Path(source_path).stat().st_size / 1e6
-    runs["calibration_method"] = calibration["method"] if precision == "int8" else ""
+    # The method the backend really used (LiteRT and NNCF: their own min/max), else the configured one.
+    runs["calibration_method"] = (str(facts.get("calibration_method") or calibration.get("method", ""))
+                                  if precision == "int8" else "")
     runs["calibration_images"] = calibration["num_images"] if precision == "int8" else 0
     for key, value in summarize_resources(samples).items():
         runs[key] = value
