@@ -63,7 +63,7 @@ def test_accuracy_tables_are_identical(two_runs):
         if target.endswith("accuracy.parquet"):
             # The provenance that identifies the setup is equal too; the timestamp, the sampled
             # clock and the git state (others may commit in between) legitimately differ.
-            volatile = {"timestamp", "cpu_clock_mhz", "gpu_clock_mhz", "git_commit", "git_dirty"}
+            volatile = {"timestamp", "cpu_clock_mhz", "gpu_clock_mhz", "git_commit", "git_dirty", "scheduler_job_id"}
             shared = [c for c in a.columns if c not in volatile]
             assert {"config_hash", "backend", "backend_version"} <= set(shared)
             pd.testing.assert_frame_equal(a[shared], b[shared], obj=target)
