@@ -19,7 +19,7 @@ rule benchmark_latency:
         runtime=config["resources"]["benchmark_latency"]["runtime"],
         **placement("benchmark_latency"),
     log:
-        paths.log_file("benchmark_latency", paths.engine_table("latency")),
+        paths.log_file("benchmark_latency", "engine"),
     conda:
         backend_env
     script:

@@ -12,7 +12,7 @@ rule prepare_dataset:
         runtime=config["resources"]["prepare_dataset"]["runtime"],
         **placement("prepare_dataset"),
     log:
-        paths.log_file("prepare_dataset", paths.DATA_DIR),
+        paths.log_file("prepare_dataset", "data"),
     conda:
         "../envs/data.yaml"
     script:

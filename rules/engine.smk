@@ -34,7 +34,7 @@ for _name, _entry in registry.BACKENDS.items():
             runtime=config["resources"]["build_engine"]["runtime"],
             **placement(f"build_engine_{_name}"),
         log:
-            paths.log_file("build_engine", _engine),
+            paths.log_file("build_engine", "engine"),
         conda:
             f"../{_entry.env}"
         script:
@@ -68,7 +68,7 @@ for _name, _entry in registry.BACKENDS.items():
             runtime=config["resources"]["build_engine"]["runtime"],
             **placement(f"build_int8_engine_{_name}"),
         log:
-            paths.log_file("build_engine", _int8),
+            paths.log_file("build_engine", "engine", precision="int8"),
         conda:
             f"../{_entry.env}"
         script:

@@ -16,7 +16,7 @@ rule evaluate_engine:
         runtime=config["resources"]["evaluate_engine"]["runtime"],
         **placement("evaluate_engine"),
     log:
-        paths.log_file("evaluate_engine", paths.engine_table("accuracy")),
+        paths.log_file("evaluate_engine", "engine"),
     conda:
         backend_env
     script:

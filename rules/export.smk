@@ -17,7 +17,7 @@ rule export_onnx:
         runtime=config["resources"]["export_onnx"]["runtime"],
         **placement("export_onnx"),
     log:
-        paths.log_file("export_onnx", paths.ONNX_DIR),
+        paths.log_file("export_onnx", "onnx"),
     conda:
         "../envs/tensorflow.yaml"
     script:

@@ -13,7 +13,7 @@ rule train_model:
         runtime=config["resources"]["train_model"]["runtime"],
         **placement("train_model"),
     log:
-        paths.log_file("train_model", paths.MODEL_DIR),
+        paths.log_file("train_model", "model"),
     benchmark:
         "{results}/benchmarks/train_model/{dataset}_{size}px/{model}.tsv"
     conda:
@@ -37,7 +37,7 @@ rule evaluate_keras:
         runtime=config["resources"]["evaluate_keras"]["runtime"],
         **placement("evaluate_keras"),
     log:
-        paths.log_file("evaluate_keras", paths.MODEL_DIR),
+        paths.log_file("evaluate_keras", "model"),
     conda:
         "../envs/tensorflow.yaml"
     script:

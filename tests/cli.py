@@ -39,6 +39,11 @@ ONNX_DIR = paths.ONNX_DIR.format(**CELL)
 ENGINE_DIR = paths.ENGINE_DIR.format(**CELL)
 
 
+def log_of(rule: str, of: str, precision: str = "fp32") -> str:
+    """The log path (paths.log_file) of the tiny config's job of ``rule``."""
+    return paths.log_file(rule, of, precision).format(**CELL)
+
+
 def tiny(**overrides) -> dict:
     """A deep copy of TINY with top-level keys replaced."""
     config = copy.deepcopy(TINY)

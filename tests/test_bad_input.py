@@ -52,6 +52,7 @@ def assert_failed_with(result: subprocess.CompletedProcess, *needles: str) -> st
     ],
     ids=["invalid-value", "unknown-model", "unknown-dataset", "unknown-precision"],
 )
+@pytest.mark.slow  # the real snakemake CLI
 def test_config_errors_fail_at_planning_time(tmp_path, override, needles):
     result = snakemake(tmp_path, "-n", "--config", *override, check=False)
     text = assert_failed_with(result, "ConfigError", "Set a valid value", *needles)
@@ -59,6 +60,7 @@ def test_config_errors_fail_at_planning_time(tmp_path, override, needles):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow  # the real snakemake CLI
 def test_results_dir_under_a_file_fails_at_planning_time(tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a regular file where a folder would have to be\n")
@@ -123,6 +125,7 @@ def unprivileged_way(work: Path, readonly: Path, env: dict) -> tuple[list[str], 
     return None
 
 
+@pytest.mark.slow  # the real snakemake CLI
 @pytest.mark.parametrize("below", [False, True], ids=["read-only-folder", "under-a-read-only-folder"])
 def test_read_only_results_dir_fails_at_planning_time(below):
     # tmp_path lies in a 0700 folder of root's; the unprivileged run needs a folder it can enter.
@@ -221,6 +224,7 @@ def assert_nothing_prepared(workdir: Path, resources: Path) -> None:
     assert not (workdir / "results" / "models").exists()
 
 
+@pytest.mark.slow  # the real snakemake CLI
 def test_missing_archive_names_file_folder_and_url(tmp_path):
     resources = tmp_path / "resources"
     resources.mkdir()
@@ -234,6 +238,7 @@ def test_missing_archive_names_file_folder_and_url(tmp_path):
     assert_nothing_prepared(tmp_path, resources)
 
 
+@pytest.mark.slow  # the real snakemake CLI
 def test_truncated_archive_is_named_with_the_fix(tmp_path):
     resources = tmp_path / "resources"
     archive = resources / "cifar-100-python.tar.gz"
@@ -249,6 +254,7 @@ def test_truncated_archive_is_named_with_the_fix(tmp_path):
     assert_nothing_prepared(tmp_path, resources)
 
 
+@pytest.mark.slow  # the real snakemake CLI
 def test_checksum_mismatch_is_named_with_the_fix(tmp_path):
     resources = tmp_path / "resources"
     archive = resources / "cifar-100-python.tar.gz"
@@ -301,6 +307,7 @@ def tiny_keras_bytes(tmp_path: Path, with_lambda: bool) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.slow  # the real snakemake CLI
 def test_truncated_keras_file_fails_the_export_naming_file_and_fix(workdir, tmp_path):
     data = tiny_keras_bytes(tmp_path, with_lambda=False)
     model = plant(workdir, data[: len(data) // 2])
@@ -316,6 +323,7 @@ def test_truncated_keras_file_fails_the_export_naming_file_and_fix(workdir, tmp_
     assert not scratch_files(workdir)
 
 
+@pytest.mark.slow  # the real snakemake CLI
 def test_lambda_layer_is_refused_in_safe_mode_with_the_reason(workdir, tmp_path):
     model = plant(workdir, tiny_keras_bytes(tmp_path, with_lambda=True))
     target = f"{MODEL_DIR}/accuracy.parquet"

@@ -139,6 +139,7 @@ def test_adding_an_axis_value_plans_only_the_builds_it_affects(tmp_path):
     assert "calibration_statistics" not in plan and "calibration_prepare" not in plan, plan
 
 
+@pytest.mark.slow  # fresh processes / the real snakemake CLI
 def test_disabled_study_adds_nothing_to_the_default_plan(tmp_path):
     config = {**STUDY_CONFIG, "calibration_study": {"enabled": False}}
     plan = job_counts(_snakemake(tmp_path, config, "-n"))

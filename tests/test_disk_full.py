@@ -61,6 +61,6 @@ def test_the_cli_job_fails_with_the_message_and_no_partial_output(tmp_path, smal
     config = {**TINY, "input_size": 224, "results_dir": str(results)}
     result = snakemake(tmp_path, f"{results}/data/digits_224px/meta.json", config=config, check=False)
     assert result.returncode != 0
-    log = (results / "logs" / "prepare_dataset" / "data" / "digits_224px.log").read_text()
+    log = (results / "logs" / "prepare_dataset" / "digits_224px.log").read_text()
     assert "no space left" in log and "MB are needed" in log and "Traceback" not in log
     assert not list((results / "data").rglob("*.npy")) if (results / "data").exists() else True

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.cli import DEVICE, ENGINE_DIR, MODEL_DIR, ONNX_DIR, snakemake_command, tiny
+from tests.cli import ENGINE_DIR, MODEL_DIR, ONNX_DIR, log_of, snakemake_command, tiny
 from tests.cli import snakemake as run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,6 @@ pytestmark = pytest.mark.slow
 # evaluation at batch size 1 lasts long enough to be interrupted, and training (on the smaller
 # train split) is quicker.
 TINY = tiny(split={"test_fraction": 0.45})
-LOGS = "results/logs"
 START_TIMEOUT_S = 180
 
 
@@ -161,7 +160,7 @@ def interrupt_and_resume(upstream: Path, tmp_path: Path, config: dict, target: s
 def test_interrupted_training_resumes(upstream, tmp_path):
     outputs = [f"{MODEL_DIR}/model.keras", f"{MODEL_DIR}/history.parquet"]
     workdir = interrupt_and_resume(upstream, tmp_path, TINY, outputs[0], outputs,
-                                   log=f"{LOGS}/train_model/digits_32px/MobileNetV3Small.log",
+                                   log=log_of("train_model", "model"),
                                    watch=MODEL_DIR, settle_s=3.0)
     from workflow_scripts.models import load_keras_model
 
@@ -175,7 +174,7 @@ def test_interrupted_onnx_conversion_resumes(upstream, tmp_path):
     config = {**TINY, "compression": {"warmup": 0, "repeats": 2}}
     outputs = [f"{ONNX_DIR}/{name}" for name in ("model.onnx", "export.parquet", "export_resources.parquet")]
     workdir = interrupt_and_resume(upstream, tmp_path, config, outputs[0], outputs,
-                                   log=f"{LOGS}/export_onnx/{DEVICE}/digits_32px/MobileNetV3Small.log",
+                                   log=log_of("export_onnx", "onnx"),
                                    watch=ONNX_DIR, settle_s=0.5)
     import onnx
 
@@ -190,7 +189,7 @@ def test_interrupted_int8_calibration_resumes(upstream, tmp_path):
              "int8_calibration.cache")
     outputs = [f"{ENGINE_DIR}/{name}" for name in names]
     workdir = interrupt_and_resume(upstream, tmp_path, config, outputs[0], outputs,
-                                   log=f"{LOGS}/build_engine/{DEVICE}/onnxruntime/digits_32px/MobileNetV3Small/int8.log",
+                                   log=log_of("build_engine", "engine", "int8"),
                                    watch=ENGINE_DIR, settle_s=1.0)
     from workflow_scripts.backends.onnxruntime_backend import count_ops, load_runner
 
@@ -206,7 +205,7 @@ def test_interrupted_latency_run_resumes(upstream, tmp_path):
     config = {**TINY, "benchmark": {**TINY["benchmark"], "min_duration_s": 6.0}}
     outputs = [f"{ENGINE_DIR}/fp32_{name}.parquet" for name in ("latency", "latency_samples", "latency_resources")]
     workdir = interrupt_and_resume(upstream, tmp_path, config, outputs[0], outputs,
-                                   log=f"{LOGS}/benchmark_latency/{DEVICE}/onnxruntime/digits_32px/MobileNetV3Small/fp32.log",
+                                   log=log_of("benchmark_latency", "engine"),
                                    watch=ENGINE_DIR, settle_s=1.0)
     summary = pd.read_parquet(workdir / outputs[0])
     assert len(summary) == 1 and bool(summary.loc[0, "valid"]) and summary.loc[0, "measured_duration_s"] >= 6.0
@@ -219,7 +218,7 @@ def test_interrupted_evaluation_resumes(upstream, tmp_path):
     # The first progress line comes after 20 of about 810 images; a busy machine could still let
     # the job outrun the kill, hence a few attempts.
     workdir = interrupt_and_resume(upstream, tmp_path, config, outputs[0], outputs,
-                                   log=f"{LOGS}/evaluate_engine/{DEVICE}/onnxruntime/digits_32px/MobileNetV3Small/fp32.log",
+                                   log=log_of("evaluate_engine", "engine"),
                                    watch=ENGINE_DIR, settle_s=0.0, attempts=3)
     test_images = json.loads((workdir / "results/data/digits_32px/meta.json").read_text())["counts"]["test"]
     assert test_images > 700

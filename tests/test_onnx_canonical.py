@@ -52,6 +52,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # fresh processes / the real snakemake CLI
 def test_two_fresh_processes_export_byte_identical_onnx(keras_file, tmp_path):
     first, again, other = tmp_path / "first.onnx", tmp_path / "again.onnx", tmp_path / "other.onnx"
     # Two conversions in one process (the second starts from a used name counter) and one in

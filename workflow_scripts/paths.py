@@ -68,10 +68,19 @@ def engine_side_file(name: str, precision: str = "{precision}") -> str:
     return f"{ENGINE_DIR}/{precision}_{name}"
 
 
-def log_file(rule: str, pattern: str) -> str:
-    """The log of ``rule`` for the artifact ``pattern`` names (mirrors the artifact's folders)."""
-    rel = pattern.replace("{results}/", "", 1)
-    return f"{{results}}/logs/{rule}/{rel}.log"
+# What a log is named after, below logs/<rule>/: the artifact it explains, without the workflow's
+# own folder names and file suffixes.
+LOG_OF = {
+    "data": "{dataset}_{size}px",
+    "model": "{dataset}_{size}px/{model}",
+    "onnx": "{device}/{dataset}_{size}px/{model}",
+    "engine": "{device}/{backend}/{dataset}_{size}px/{model}/{precision}",
+}
+
+
+def log_file(rule: str, of: str, precision: str = "{precision}") -> str:
+    """The log of a job of ``rule`` about one artifact (``of``: a key of :data:`LOG_OF`)."""
+    return f"{{results}}/logs/{rule}/{LOG_OF[of].replace('{precision}', precision)}.log"
 
 
 # --- plain functions for code outside Snakemake ----------------------------------------------
