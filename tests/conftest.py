@@ -54,3 +54,15 @@ def onnx_path(tmp_path_factory, keras_model_path) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     convert_to_onnx(load_keras_model(keras_model_path), path, opset=17)
     return path
+
+
+# Fixtures that train a real model (about half a minute on 2 cores): a test using one is slow.
+TRAINING_FIXTURES = {"trained", "keras_model_path", "onnx_path"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that trains a model (through the fixtures above) as slow, so the quick loop
+    (pytest -m "not slow") stays quick without a hand-kept list."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

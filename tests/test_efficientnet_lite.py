@@ -12,6 +12,8 @@ import pytest
 from workflow_scripts import efficientnet_lite as el
 from workflow_scripts.errors import ConfigError, ModelLoadError
 
+pytestmark = pytest.mark.slow  # builds and converts real models (tens of seconds)
+
 CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO, CUP, COFFEE_MUG = 967, 968, 504
 

@@ -62,6 +62,7 @@ def test_two_fresh_processes_export_byte_identical_onnx(keras_file, tmp_path):
     assert digest(first) == digest(again) == digest(other)
 
 
+@pytest.mark.slow  # renders every figure / converts or builds a real model
 def test_canonical_export_computes_exactly_what_plain_tf2onnx_computes(keras_file, tmp_path):
     import onnxruntime as ort
     import tf2onnx.graph

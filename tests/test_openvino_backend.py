@@ -19,6 +19,8 @@ from workflow_scripts.data_io import iter_batches  # noqa: E402
 from workflow_scripts.engine import calibration_source  # noqa: E402
 from workflow_scripts.errors import ConfigError  # noqa: E402
 
+pytestmark = pytest.mark.slow  # builds and converts real models (tens of seconds)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -23,6 +23,7 @@ def close(fig):
     plots._pyplot().close(fig)
 
 
+@pytest.mark.slow  # renders every figure / converts or builds a real model
 def test_every_figure_is_written_and_the_gallery_shows_captions(quick, tmp_path):
     out, _ = quick
     files = [str(tmp_path / f"{stem}.png") for stem in plots.FIGURES]

@@ -326,6 +326,7 @@ def test_claims_table_covers_both_devices(summary):
         assert claims.loc[(device, "int8_faster_than_fp16"), "ours_mean"] == pytest.approx(100 / 6, abs=3)
 
 
+@pytest.mark.slow  # renders every figure / converts or builds a real model
 def test_every_figure_is_written_and_shows_both_devices(summary, tmp_path):
     out, tables = summary
     files = [str(tmp_path / f"{stem}.{fmt}") for stem in plots.FIGURES for fmt in ("png", "svg")]

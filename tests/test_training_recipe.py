@@ -32,6 +32,7 @@ def offline_env(keras_home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # renders every figure / converts or builds a real model
 def test_imagenet_offline_suggests_weights_none_or_a_local_file(tmp_path):
     keras_home = tmp_path / "keras_home"
     keras_home.mkdir()
