@@ -326,7 +326,11 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
                 if len(feasible):
                     lines.append("**No engine ranked**: the objective's column is unknown for every feasible engine.")
                 else:
-                    closest = group.assign(_n=group["rejection"].str.count("; ") + 1).sort_values("_n").iloc[0]
+                    # Fewest budgets broken, then the best by the objective (the smallest engine when
+                    # size is the objective), not the first row.
+                    closest = (group.assign(_n=group["rejection"].str.count("; ") + 1)
+                               .sort_values(["_n", objective], ascending=[True, ascending], na_position="last")
+                               .iloc[0])
                     lines.append(f"**No engine meets every budget.** Closest: {_engine_name(closest)} "
                                  f"({closest['rejection']}).")
             lines += ["", "| engine | p50 ms | p99 ms | MB | top-1 % | drop [95% CI] | peak RSS MB | status |",
