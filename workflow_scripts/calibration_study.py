@@ -1,24 +1,7 @@
 """The INT8 calibration study: calibration choices as axes, one INT8 engine per variant.
 
-A *variant* is one combination of the study axes, named by a readable id::
-
-    <method>-n<images>-<pc|pt>-<sym|asym>-<exclusions>
-
-- method: ``entropy``, ``minmax`` or ``percentile<value>`` (e.g. ``percentile99.999``);
-- ``n256``: calibration images, a seeded sample of the train split;
-- ``pc`` per-channel or ``pt`` per-tensor weight scales;
-- ``sym`` symmetric (int8) or ``asym`` asymmetric (uint8) activations;
-- exclusions kept in float: ``none``, or presets joined by ``+`` (``swish``, ``squeeze_excite``,
-  ``first_conv``, ``classifier``), or ``op.<OpType>`` for every node of one ONNX op type.
-
-Example: ``entropy-n256-pc-asym-none`` is the default INT8 build; ``minmax-n64-pt-asym-swish+classifier``
-is min-max calibration on 64 images, per-tensor weights, with swish/hard-swish and the classifier in float.
-``int8-auto`` is the mixed-precision model of :mod:`workflow_scripts.sensitivity`.
-
-Every result row carries the axes as columns (``variant``, ``method``, ``percentile``, ``num_images``,
-``per_channel``, ``symmetric_activations``, ``exclude``), so tables can be grouped by any of them.
-
-This module builds one variant and summarizes the study; the variant grammar is in
+This module builds one variant and summarizes the study. The variant grammar (the readable ids
+such as ``entropy-n256-pc-asym-none`` and the axis columns every row carries) is in
 :mod:`workflow_scripts.calibration_variants`, the exclusion presets in
 :mod:`workflow_scripts.calibration_presets`, the figures in :mod:`workflow_scripts.calibration_plots`
 and the paired bootstrap in :mod:`workflow_scripts.statistics`.
