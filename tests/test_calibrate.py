@@ -163,3 +163,26 @@ def test_thresholds_and_top1_agree_with_orts_calibrator_on_a_trained_model(tmp_p
                                       for x, _ in iter_batches(digits_dir, "test", 64)]) for k, p in engines.items()}
     assert np.mean(predictions["edgeptq"] == predictions["onnxruntime"]) >= 0.98
     assert correct["edgeptq"].sum() >= correct["onnxruntime"].sum() - 1
+
+
+def test_counting_small_tensors_together_gives_each_tensor_its_own_histogram():
+    """_add_together (one bincount for many tensors) counts exactly as _FineHistogram.add does per tensor:
+    all-zero batches before the anchor, a range that widens, values past the edge of the grid."""
+    rng = np.random.default_rng(7)
+    shapes = [(3, 5), (2, 4, 4), (7,), (16, 3)]
+    alone = [calibrate._FineHistogram() for _ in shapes]
+    together = [calibrate._FineHistogram() for _ in shapes]
+    for batch in range(6):
+        values = [rng.standard_normal(shape).astype(np.float32) * np.float32(1 + batch) for shape in shapes]
+        if batch < 2:
+            values[2] = np.zeros_like(values[2])            # zeros before this tensor's anchor
+        values[3] = np.abs(values[3])
+        absmax = np.array([np.abs(v).max() for v in values], np.float32)
+        if batch == 5:  # a bound below the values (as float rounding can leave it): they spill past the grid
+            absmax[3] *= np.float32(0.8)
+        for histogram, value, bound in zip(alone, values, absmax):
+            histogram.add(value, bound)
+        calibrate._add_together(together, values, absmax)
+    for a, b in zip(alone, together):
+        assert (a.half, a.zeros, float(a.anchor)) == (b.half, b.zeros, float(b.anchor))
+        assert np.array_equal(a.counts, b.counts)

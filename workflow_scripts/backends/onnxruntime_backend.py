@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from ..fast_quantize import fast_quantize_static
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +303,7 @@ def _build_int8(onnx_path: Path, out: Path, calibration_batches, options: dict, 
                        "percentile": CalibrationMethod.Percentile}[method]
         qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         started = time.perf_counter()
-        with fast_graph_rewrites() if options.get("fast_rewrites", True) else contextlib.nullcontext():
+        with fast_quantize_static() if options.get("fast_rewrites", True) else contextlib.nullcontext():
             quantize_static(
                 str(prepared), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                 per_channel=bool(options.get("per_channel", True)), reduce_range=types["reduce_range"],
@@ -367,59 +368,3 @@ def count_ops(model_path: str | Path) -> dict[str, int]:
     for node in onnx.load(str(model_path), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
-
-
-# --- quantize_static's graph rewriting ------------------------------------------------------------------
-
-@contextlib.contextmanager
-def fast_graph_rewrites():
-    """Within the block, two linear Python scans of ``quantize_static`` do less work, with the same result.
-
-    - ``ONNXModel.replace_{input,output}_of_all_nodes`` rewire each quantized tensor by visiting every
-      node and comparing each of its inputs in Python (``replace_node_input``): O(tensors x nodes x
-      inputs) calls. The replacement first asks protobuf (in C) whether the node names the tensor.
-    - ``find_by_name`` (initializer lookup by name, imported into the QDQ quantizer modules) builds the
-      list of every match to return the first; the replacement stops at the first.
-
-    The output model is byte-identical (``tests/test_calibrate.py``). Restored on exit; a no-op where
-    ORT's modules changed shape.
-    """
-    import importlib
-
-    from onnxruntime.quantization.onnx_model import ONNXModel
-
-    patches = []
-    if all(hasattr(ONNXModel, n) for n in ("replace_input_of_all_nodes", "replace_output_of_all_nodes",
-                                           "replace_node_input", "replace_node_output")):
-        def replace_input_of_all_nodes(self, old_input_name, new_input_name):
-            for node in self.model.graph.node:
-                if old_input_name in node.input:
-                    ONNXModel.replace_node_input(node, old_input_name, new_input_name)
-
-        def replace_output_of_all_nodes(self, old_output_name, new_output_name):
-            for node in self.model.graph.node:
-                if old_output_name in node.output:
-                    ONNXModel.replace_node_output(node, old_output_name, new_output_name)
-
-        patches += [(ONNXModel, "replace_input_of_all_nodes", replace_input_of_all_nodes),
-                    (ONNXModel, "replace_output_of_all_nodes", replace_output_of_all_nodes)]
-
-    def find_by_name(item_name, item_list):
-        return next((item for item in item_list if item.name == item_name), None)
-
-    for module_name in ("qdq_quantizer", "base_quantizer", "onnx_quantizer", "operators.conv", "operators.matmul",
-                        "operators.gemm"):
-        try:
-            module = importlib.import_module(f"onnxruntime.quantization.{module_name}")
-        except ImportError:
-            continue
-        if hasattr(module, "find_by_name"):
-            patches.append((module, "find_by_name", find_by_name))
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
-    for owner, name, function in patches:
-        setattr(owner, name, function)
-    try:
-        yield
-    finally:
-        for owner, name, function in saved:
-            setattr(owner, name, function)
