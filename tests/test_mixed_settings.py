@@ -359,3 +359,28 @@ def test_summary_job_fails_on_mixed_settings_and_runs_when_allowed(tmp_path):
     assert {CPU["device"], JETSON["device"]} <= set(latency["device"])
     assert latency.groupby("precision")["settings_hash"].nunique().eq(2).all()
     assert "allow_mixed_configs is true" in (tmp_path / "results" / "logs" / "summarize" / "summary.log").read_text()
+
+
+def _rows(config: dict, cells) -> pd.DataFrame:
+    """Accuracy rows of (dataset, model) cells, each with the settings comparable_settings gives it."""
+    return pd.DataFrame([
+        {"device": "d", "backend": "onnxruntime", "dataset": dataset, "input_size": 32, "model": model,
+         "precision": "fp32", "settings": settings_json(comparable_settings(config, "fp32", "onnxruntime",
+                                                                          dataset=dataset, model=model))}
+        for dataset, model in cells])
+
+
+def test_per_model_weights_and_per_dataset_batch_sizes_are_one_study():
+    """weights: {EfficientNetLite0: imagenet, default: none} gives two models different weights, and
+    train.batch_size two datasets different batches: the config asked for both, so no conflict. The same
+    model with two weights is still one (named per model, with the current config's value for it)."""
+    config = changed(changed(BASE_CONFIG, "weights", {"EfficientNetLite0": "imagenet", "default": "none"}),
+                     "train.batch_size", {"digits": 32, "fashion_mnist": 16})
+    cells = [(d, m) for d in ("digits", "fashion_mnist") for m in ("EfficientNetLite0", "MobileNetV3Small")]
+    assert settings_check.settings_conflicts({"accuracy": _rows(config, cells)}) == {}
+    other = changed(config, "weights", "none")  # Lite0 measured once from scratch too
+    frame = pd.concat([_rows(config, cells), _rows(other, [("digits", "EfficientNetLite0")])])
+    conflicts = settings_check.settings_conflicts({"accuracy": frame})
+    assert list(conflicts) == ["weights[EfficientNetLite0]"]
+    message = settings_check.conflicts_message(conflicts, flatten_settings(comparable_settings(config)))
+    assert '[current config: "imagenet"]' in message and '"none" on d/onnxruntime' in message

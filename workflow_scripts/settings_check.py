@@ -37,6 +37,10 @@ CHECKED_TABLES = {
     "keras_accuracy_files": (["dataset", "model", "precision"], "keras_accuracy"),
 }
 PLACE = ["device", "backend", "dataset", "input_size", "model", "precision"]
+# Settings the config may give per model or per dataset (a mapping each row narrows to its own
+# entry, config.comparable_settings): their values are compared within that model or dataset only,
+# as 'weights[EfficientNetLite0]'. Two models with different weights are one study, not a conflict.
+SCOPED = {"weights": "model", "train.batch_size": "dataset"}
 ALLOW_HINT = "--config summary='{allow_mixed_configs: true}'"
 
 
@@ -82,6 +86,9 @@ def settings_values(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, dict[str
                 continue
             for key, value in flat.items():
                 shown = json.dumps(value, sort_keys=True, default=str)
+                scope = SCOPED.get(key)
+                if scope is not None and pd.notna(record.get(scope)):
+                    key = f"{key}[{record[scope]}]"
                 values.setdefault(key, {}).setdefault(shown, set()).add(place)
     return values, unknown
 
@@ -112,6 +119,23 @@ def _abbreviate(places: set[str], folders: int = 3, cells: int = 2) -> str:
     return "; ".join(parts)
 
 
+_UNSET = object()
+
+
+def _current_value(current: dict, key: str):
+    """The current config's value of a dotted key, a scoped one ('weights[M]') narrowed to its model or dataset."""
+    if key in current:
+        return current[key]
+    base, bracket, scope = key.partition("[")
+    if not bracket:
+        return _UNSET
+    scope = scope.rstrip("]")
+    for candidate in (f"{base}.{scope}", f"{base}.default", base):
+        if candidate in current:
+            return current[candidate]
+    return "none" if base == "weights" else _UNSET
+
+
 def conflicts_message(conflicts: dict[str, dict[str, set[str]]], current: dict | None = None,
                       results_dir: str | Path | None = None, max_keys: int = 8) -> str:
     """The refusal: each differing key with its values and where each comes from, then the three fixes."""
@@ -121,8 +145,9 @@ def conflicts_message(conflicts: dict[str, dict[str, set[str]]], current: dict |
     for key, found in list(conflicts.items())[:max_keys]:
         now = ""
         if current is not None:
-            now = f" [current config: {json.dumps(current[key], sort_keys=True, default=str)}]" \
-                if key in current else " [not set by the current config]"
+            value = _current_value(current, key)
+            now = f" [current config: {json.dumps(value, sort_keys=True, default=str)}]" \
+                if value is not _UNSET else " [not set by the current config]"
         lines.append(f"  - {key}{now}: " + " | ".join(f"{value} on {_abbreviate(places)}"
                                                     for value, places in sorted(found.items())))
     if len(conflicts) > max_keys:
