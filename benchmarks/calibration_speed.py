@@ -8,7 +8,7 @@ measurements (so load changes on a shared machine hit all of them alike):
 - before: the workflow's INT8 build with ONNX Runtime's own calibrator (``create_calibrator``,
   collect batch by batch) and quantize_static as shipped;
 - after: the same build with :mod:`workflow_scripts.calibrate` (one pass, fixed-width histograms,
-  vectorized KL search) and ``fast_graph_rewrites`` around quantize_static.
+  vectorized KL search) and ``fast_quantize_static`` around quantize_static (vectorized per-channel weights, linear rewiring).
 
 Both builds include pre-processing (quant_pre_process), calibration and quantize_static. A first,
 untimed round pays the imports. Prints per model the medians and the ratios build / FP32 forward;

@@ -6,7 +6,7 @@ The study's other jobs (evaluation, latency) do not change; this measures the pa
   as the study ran it;
 - after: one pre-processed model per model, one statistics artifact per calibration image set
   (:func:`workflow_scripts.calibration_study.measure_statistics`), then every variant built from them
-  (ranges + quantize_static with ``fast_graph_rewrites``), as the study's rules now run it.
+  (ranges + quantize_static within ``fast_quantize_static``), as the study's rules now run it.
 
 The two alternate per round (``--rounds``), after one untimed warm-up variant. Default variants: the
 quickstart study of docs/calibration.md (entropy and minmax at 64/256/1024 images plus seven extra

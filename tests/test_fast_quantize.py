@@ -128,3 +128,57 @@ def test_byte_identical_on_the_trained_quickstart_model(tmp_path, onnx_path, dig
 
     outputs = _both(onnx_path, tmp_path, calibration_source(digits_dir, 64, 16, 0), options)
     assert outputs[True] == outputs[False]
+
+
+def test_name_index_follows_appends_removals_and_renames():
+    """find_by_name with the index returns what ORT's scan returns after every kind of change to the field."""
+    graph = helper.make_graph([], "g", [], [], [numpy_helper.from_array(np.zeros(1, np.float32), f"t{i}")
+                                                for i in range(5)])
+    field = graph.initializer
+
+    def check(*names):
+        for name in names:
+            expected = quant_utils.find_by_name(name, field)
+            found = fast_quantize._find_by_name(name, field)
+            assert (found is None and expected is None) or found is expected, name
+
+    try:
+        check("t0", "t4", "missing")
+        field.append(numpy_helper.from_array(np.ones(1, np.float32), "t5"))        # appended
+        field.append(numpy_helper.from_array(np.ones(2, np.float32), "t1"))        # a duplicate: the first wins
+        check("t5", "t1", "missing")
+        field.remove(field[1])                                                      # removed: positions shift
+        check("t1", "t2", "t5", "t0")
+        field.remove(field[0])
+        field.append(numpy_helper.from_array(np.ones(1, np.float32), "t6"))        # same length, other last item
+        check("t0", "t6", "t2")
+        old = field[0].name
+        field[0].name = "renamed"                               # renamed in place: the old name is gone
+        check(old, "t2", "t3")
+    finally:
+        fast_quantize._INDEXES.clear()
+
+
+def test_ort_renames_only_fresh_protos():
+    """The index's precondition: quantize_static never renames an element already in a field (a lookup of
+    the new name would miss). Every name assignment in ORT's quantization package is listed here with the
+    fresh object it renames; a new one (an ORT upgrade) fails this test until it is checked."""
+    import re
+    from pathlib import Path
+
+    import onnxruntime.quantization as package
+
+    root = Path(package.__file__).parent
+    # quantize_static's QDQ path: the quantizers, the model wrapper, utilities and the operator classes
+    modules = [root / f"{name}.py" for name in ("quantize", "qdq_quantizer", "base_quantizer", "onnx_quantizer",
+                                               "onnx_model", "quant_utils", "registry", "tensor_quant_overrides")]
+    modules += sorted((root / "operators").glob("*.py"))
+    found = sorted(f"{path.relative_to(root)}: {line.strip()}" for path in modules if path.exists()
+                   for line in path.read_text().splitlines() if re.search(r"\b\w+\.name = ", line))
+    fresh = {  # each assigns the name of a proto created just before and added only after
+        "qdq_quantizer.py: new_initializer.name = new_initializer_name",
+        "base_quantizer.py: q_weight_initializer.name = q_weight_name",
+        "quant_utils.py: q_weight_initializer.name = q_weight_name",
+    }
+    unexpected = [line for line in found if line not in fresh and "self.name = name" not in line]
+    assert not unexpected, unexpected
