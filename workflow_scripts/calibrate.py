@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,8 +299,41 @@ def _add_together(histograms: list[_FineHistogram], values: list[np.ndarray], ab
         histogram.counts += counts[start:end]
 
 
+def _count_batch(fine: list[_FineHistogram], values: list[np.ndarray], pool) -> tuple[np.ndarray, np.ndarray]:
+    """Min, max and histogram counts of one batch's tensors; large tensors as parallel tasks of ``pool``.
+
+    Each histogram is touched by one task, so the counts do not depend on the order tasks run in.
+    """
+    def large(i):
+        value = values[i]
+        low, high = value.min(), value.max()
+        fine[i].add(value, np.maximum(np.abs(np.float32(low)), np.abs(np.float32(high))))
+        return low, high
+
+    small = [i for i, value in enumerate(values) if value.size <= FUSE_MAX_ELEMENTS]
+
+    def smalls():
+        low = np.array([values[i].min() if values[i].size else 0 for i in small], np.float32)
+        high = np.array([values[i].max() if values[i].size else 0 for i in small], np.float32)
+        _add_together([fine[i] for i in small], [values[i] for i in small], np.maximum(np.abs(low), np.abs(high)))
+        return low, high
+
+    big = [i for i, value in enumerate(values) if value.size > FUSE_MAX_ELEMENTS]
+    # the largest first: the tasks finish close together
+    futures = {i: pool.submit(large, i) for i in sorted(big, key=lambda i: -values[i].size)}
+    small_low, small_high = smalls()
+    low, high = np.zeros(len(values), np.float32), np.zeros(len(values), np.float32)
+    low[small], high[small] = small_low, small_high
+    for i, future in futures.items():
+        low[i], high[i] = future.result()
+    return low, high
+
+
 def _collect_histograms(model, model_path, tensors: list[str], input_name: str,
                         batches: Callable[[], Iterator[np.ndarray]], threads: int) -> CalibrationStatistics:
+    """One pass; batch i is counted (large tensors in parallel) while the session runs batch i + 1."""
+    from concurrent.futures import ThreadPoolExecutor
+
     timings = {}
     started = time.perf_counter()
     session = _session(_output_model(model, tensors), threads)
@@ -307,25 +341,29 @@ def _collect_histograms(model, model_path, tensors: list[str], input_name: str,
     fine = [_FineHistogram() for _ in tensors]
     mins, maxs, sizes = [], [], []
     run_s = count_s = 0.0
-    for batch in batches():
-        started = time.perf_counter()
-        values = session.run(None, {input_name: batch})
-        run_s += time.perf_counter() - started
-        started = time.perf_counter()
-        low = np.array([v.min() if v.size else 0 for v in values], np.float32)
-        high = np.array([v.max() if v.size else 0 for v in values], np.float32)
-        absmax = np.maximum(np.abs(low), np.abs(high))
-        small = [i for i, value in enumerate(values) if value.size <= FUSE_MAX_ELEMENTS]
-        _add_together([fine[i] for i in small], [values[i] for i in small], absmax[small])
-        for histogram, value, bound in zip(fine, values, absmax):
-            if value.size > FUSE_MAX_ELEMENTS:
-                histogram.add(value, bound)
-        mins.append(low)
-        maxs.append(high)
-        sizes.append(int(len(batch)))
-        count_s += time.perf_counter() - started
+    workers = max(1, int(threads) or (os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as counter:
+        pending = None
+        for batch in batches():
+            started = time.perf_counter()
+            values = session.run(None, {input_name: batch})
+            run_s += time.perf_counter() - started
+            started = time.perf_counter()
+            if pending is not None:
+                low, high = pending.result()
+                mins.append(low)
+                maxs.append(high)
+            pending = counter.submit(_count_batch, fine, values, pool)
+            sizes.append(int(len(batch)))
+            count_s += time.perf_counter() - started
+        if pending is not None:
+            started = time.perf_counter()
+            low, high = pending.result()
+            mins.append(low)
+            maxs.append(high)
+            count_s += time.perf_counter() - started
     _check_images(sizes)
-    timings.update(run_s=run_s, count_s=count_s)
+    timings.update(run_s=run_s, count_s=count_s)  # count_s: waiting for counting beyond the overlap
     halves = np.array([h.half for h in fine], np.int64)
     offsets = np.zeros(len(tensors) + 1, np.int64)
     offsets[1:] = np.cumsum(2 * halves)
