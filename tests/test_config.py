@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts.config import settings_hash, validate_config
+from workflow_scripts.config import comparable_settings, settings_hash, validate_config
 from workflow_scripts.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +73,26 @@ def test_quickstart_overrides_everything_the_study_sets():
     merged = load("config.yaml")
     update_config(merged, load("quickstart.yaml"))
     assert validate_config(merged) == validate_config(load("quickstart.yaml"))
+
+
+def test_realistic_configs_are_valid_and_layer_as_the_readme_runs_them():
+    """snakemake --configfile config/realistic.yaml [config/realistic_calibration.yaml]: merged in that order
+    onto config.yaml, every study setting is overridden and the calibration layer changes only the matrix
+    and the study block (so it reuses the realistic run's models and engines)."""
+    from snakemake.utils import update_config
+
+    merged = load("config.yaml")
+    update_config(merged, load("realistic.yaml"))
+    realistic = validate_config(copy.deepcopy(merged))
+    assert realistic["datasets"] == ["fashion_mnist"] and realistic["input_size"] == 64
+    assert realistic["weights"] == {"EfficientNetLite0": "imagenet", "default": "none"}
+    layered = copy.deepcopy(merged)
+    update_config(layered, load("realistic_calibration.yaml"))
+    layered = validate_config(layered)
+    assert layered["models"] == ["EfficientNetLite0"] and layered["calibration_study"]["enabled"] is True
+    for precision in ("fp32", "int8"):
+        row = {"precision": precision, "backend": "onnxruntime", "dataset": "fashion_mnist", "model": "EfficientNetLite0"}
+        assert comparable_settings(layered, **row) == comparable_settings(realistic, **row)
 
 
 def test_settings_hash_ignores_the_matrix_but_not_settings():
