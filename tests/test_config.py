@@ -152,6 +152,26 @@ def test_weights_per_model_narrow_to_the_rows_model():
         validate_config({**BASE, "weights": {"ResNet50": "imagenet"}})
 
 
+def test_training_subset_per_model_narrows_to_the_rows_model_and_reads_from_the_command_line():
+    from workflow_scripts.config import coerce_cli_values, comparable_settings
+
+    raw = {**BASE, "models": ["EfficientNetLite0", "MobileNetV3Small", "MobileNetV3Large"],
+           "train": {"max_images": {"EfficientNetLite0": "20000", "MobileNetV3Large": "0", "default": "8000"}}}
+    coerce_cli_values(raw)  # what --config 'train={max_images: {...}}' hands over
+    config = validate_config(raw)
+    found = {m: comparable_settings(config, stage="train_model", model=m)["train"]["max_images"]
+             for m in config["models"]}
+    assert found == {"EfficientNetLite0": 20000, "MobileNetV3Small": 8000, "MobileNetV3Large": 0}
+    scalar = {**BASE, "train": {"max_images": "5000"}}
+    coerce_cli_values(scalar)
+    assert comparable_settings(validate_config(scalar), stage="train_model", model="MobileNetV3Small")[
+        "train"]["max_images"] == 5000
+    no_default = validate_config({**BASE, "train": {"max_images": {"EfficientNetLite0": 100}}})
+    assert comparable_settings(no_default, stage="train_model", model="MobileNetV3Small")["train"]["max_images"] == 0
+    with pytest.raises(ConfigError, match="'train.max_images' maps \\['Lite0'\\]"):
+        validate_config({**BASE, "train": {"max_images": {"Lite0": 100}}})
+
+
 def test_a_training_subset_is_stratified_and_seeded():
     import numpy as np
 

@@ -371,11 +371,13 @@ def _rows(config: dict, cells) -> pd.DataFrame:
 
 
 def test_per_model_weights_and_per_dataset_batch_sizes_are_one_study():
-    """weights: {EfficientNetLite0: imagenet, default: none} gives two models different weights, and
-    train.batch_size two datasets different batches: the config asked for both, so no conflict. The same
+    """weights: {EfficientNetLite0: imagenet, default: none} gives two models different weights (and
+    train.max_images different subsets), and train.batch_size two datasets different batches: the
+    config asked for that, so no conflict. The same
     model with two weights is still one (named per model, with the current config's value for it)."""
     config = changed(changed(BASE_CONFIG, "weights", {"EfficientNetLite0": "imagenet", "default": "none"}),
                      "train.batch_size", {"digits": 32, "fashion_mnist": 16})
+    config = changed(config, "train.max_images", {"EfficientNetLite0": 20000, "default": 8000})
     cells = [(d, m) for d in ("digits", "fashion_mnist") for m in ("EfficientNetLite0", "MobileNetV3Small")]
     assert settings_check.settings_conflicts({"accuracy": _rows(config, cells)}) == {}
     other = changed(config, "weights", "none")  # Lite0 measured once from scratch too

@@ -58,12 +58,12 @@ def check_config(config: dict) -> None:
                 f"config key 'train.batch_size' has no entry for dataset {dataset!r}; "
                 f"add e.g. train: {{batch_size: {{{dataset}: 32}}}}"
             )
-    weights = config.get("weights")
-    if isinstance(weights, dict):
-        unknown = sorted(set(weights) - set(MODELS) - {"default"})
-        if unknown:
-            raise ConfigError(f"config key 'weights' maps {unknown}, which are not models; use model names "
-                              f"({', '.join(MODELS)}) or 'default'")
+    for key, value in (("weights", config.get("weights")), ("train.max_images", config["train"].get("max_images"))):
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(MODELS) - {"default"})
+            if unknown:
+                raise ConfigError(f"config key '{key}' maps {unknown}, which are not models; use model names "
+                                  f"({', '.join(MODELS)}) or 'default'")
     device = config.get("device", "auto")
     if device in RESERVED:
         raise ConfigError(
@@ -79,8 +79,12 @@ def load_schema() -> dict:
 
 
 def _types(spec: dict) -> list[str]:
+    """The JSON types ``spec`` allows, its ``oneOf`` alternatives' included."""
     kinds = spec.get("type", [])
-    return [kinds] if isinstance(kinds, str) else list(kinds)
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    for option in spec.get("oneOf", []):
+        kinds += _types(option)
+    return kinds
 
 
 def _coerce(value, spec: dict):
@@ -104,6 +108,8 @@ def _coerce(value, spec: dict):
                 pass
         return value
     if isinstance(value, dict):
+        if "oneOf" in spec and "properties" not in spec and "additionalProperties" not in spec:
+            spec = next((o for o in spec["oneOf"] if "object" in _types(o)), spec)
         props = spec.get("properties", {})
         extra = spec.get("additionalProperties")
         return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
@@ -226,12 +232,17 @@ def _plain(value):
     return value
 
 
+def per_model(value, model: str, fallback):
+    """A config value that may be given per model: the value itself, or from a mapping its entry for
+    ``model`` (else its ``default``, else ``fallback``)."""
+    if isinstance(value, dict):
+        return value.get(model, value.get("default", fallback))
+    return value
+
+
 def weights_for(weights, model: str) -> str:
-    """Config key ``weights`` for one model: the value itself, or from a per-model mapping its
-    entry for ``model`` (else its ``default``, else none)."""
-    if isinstance(weights, dict):
-        return weights.get(model, weights.get("default", "none"))
-    return weights
+    """Config key ``weights`` for one model (a per-model mapping falls back to none)."""
+    return per_model(weights, model, "none")
 
 
 def comparable_settings(config: dict, precision: str | None = None, backend: str | None = None,
@@ -284,6 +295,8 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
     if model is not None and "weights" in out:
         out["weights"] = weights_for(out["weights"], model)  # a per-model mapping narrows to the row's model
     train = out.get("train")
+    if model is not None and isinstance(train, dict) and isinstance(train.get("max_images"), dict):
+        train["max_images"] = per_model(train["max_images"], model, 0)  # narrows to the row's model, as weights
     if dataset is not None and isinstance(train, dict) and isinstance(train.get("batch_size"), dict):
         sizes = train["batch_size"]
         train["batch_size"] = {dataset: sizes[dataset]} if dataset in sizes else {}

@@ -40,7 +40,7 @@ PLACE = ["device", "backend", "dataset", "input_size", "model", "precision"]
 # Settings the config may give per model or per dataset (a mapping each row narrows to its own
 # entry, config.comparable_settings): their values are compared within that model or dataset only,
 # as 'weights[EfficientNetLite0]'. Two models with different weights are one study, not a conflict.
-SCOPED = {"weights": "model", "train.batch_size": "dataset"}
+SCOPED = {"weights": "model", "train.max_images": "model", "train.batch_size": "dataset"}
 ALLOW_HINT = "--config summary='{allow_mixed_configs: true}'"
 
 
