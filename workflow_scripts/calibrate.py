@@ -342,26 +342,26 @@ def _collect_histograms(model, model_path, tensors: list[str], input_name: str,
     mins, maxs, sizes = [], [], []
     run_s = count_s = 0.0
     workers = max(1, int(threads) or (os.cpu_count() or 1))
+    pending = None
+
+    def finish() -> float:
+        """Wait for the previous batch's counts; the seconds waited."""
+        started = time.perf_counter()
+        if pending is not None:
+            low, high = pending.result()
+            mins.append(low)
+            maxs.append(high)
+        return time.perf_counter() - started
+
     with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as counter:
-        pending = None
         for batch in batches():
             started = time.perf_counter()
             values = session.run(None, {input_name: batch})
             run_s += time.perf_counter() - started
-            started = time.perf_counter()
-            if pending is not None:
-                low, high = pending.result()
-                mins.append(low)
-                maxs.append(high)
+            count_s += finish()
             pending = counter.submit(_count_batch, fine, values, pool)
             sizes.append(int(len(batch)))
-            count_s += time.perf_counter() - started
-        if pending is not None:
-            started = time.perf_counter()
-            low, high = pending.result()
-            mins.append(low)
-            maxs.append(high)
-            count_s += time.perf_counter() - started
+        count_s += finish()
     _check_images(sizes)
     timings.update(run_s=run_s, count_s=count_s)  # count_s: waiting for counting beyond the overlap
     halves = np.array([h.half for h in fine], np.int64)

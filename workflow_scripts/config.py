@@ -58,7 +58,8 @@ def check_config(config: dict) -> None:
                 f"config key 'train.batch_size' has no entry for dataset {dataset!r}; "
                 f"add e.g. train: {{batch_size: {{{dataset}: 32}}}}"
             )
-    for key, value in (("weights", config.get("weights")), ("train.max_images", config["train"].get("max_images"))):
+    for key in PER_MODEL:
+        value = _dotted(config, key)
         if isinstance(value, dict):
             unknown = sorted(set(value) - set(MODELS) - {"default"})
             if unknown:
@@ -232,6 +233,20 @@ def _plain(value):
     return value
 
 
+# Dotted config keys a mapping may give per model ({<model>: value, default: value}), with the value a
+# model without an entry and no default gets. Each job and each row sees only its model's entry
+# (comparable_settings), and the summary compares them within a model (settings_check).
+PER_MODEL = {"weights": "none", "train.max_images": 0}
+
+
+def _dotted(config: dict, key: str):
+    """The value of a dotted key ('train.max_images'), None where a block or the key is missing."""
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def per_model(value, model: str, fallback):
     """A config value that may be given per model: the value itself, or from a mapping its entry for
     ``model`` (else its ``default``, else ``fallback``)."""
@@ -241,8 +256,8 @@ def per_model(value, model: str, fallback):
 
 
 def weights_for(weights, model: str) -> str:
-    """Config key ``weights`` for one model (a per-model mapping falls back to none)."""
-    return per_model(weights, model, "none")
+    """Config key ``weights`` for one model."""
+    return per_model(weights, model, PER_MODEL["weights"])
 
 
 def comparable_settings(config: dict, precision: str | None = None, backend: str | None = None,
@@ -292,11 +307,13 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
         block, _, leaf = dotted.partition(".")
         if isinstance(out.get(block), dict):
             out[block].pop(leaf, None)
-    if model is not None and "weights" in out:
-        out["weights"] = weights_for(out["weights"], model)  # a per-model mapping narrows to the row's model
+    if model is not None:  # a per-model mapping narrows to the row's model
+        for key, fallback in PER_MODEL.items():
+            *blocks, leaf = key.split(".")
+            parent = _dotted(out, ".".join(blocks)) if blocks else out
+            if isinstance(parent, dict) and leaf in parent:
+                parent[leaf] = per_model(parent[leaf], model, fallback)
     train = out.get("train")
-    if model is not None and isinstance(train, dict) and isinstance(train.get("max_images"), dict):
-        train["max_images"] = per_model(train["max_images"], model, 0)  # narrows to the row's model, as weights
     if dataset is not None and isinstance(train, dict) and isinstance(train.get("batch_size"), dict):
         sizes = train["batch_size"]
         train["batch_size"] = {dataset: sizes[dataset]} if dataset in sizes else {}

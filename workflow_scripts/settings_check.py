@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import flatten_settings, rules_reading
+from .config import PER_MODEL, flatten_settings, rules_reading
 from .errors import ConfigError
 
 log = logging.getLogger("workflow_scripts.summarize")
@@ -37,10 +37,10 @@ CHECKED_TABLES = {
     "keras_accuracy_files": (["dataset", "model", "precision"], "keras_accuracy"),
 }
 PLACE = ["device", "backend", "dataset", "input_size", "model", "precision"]
-# Settings the config may give per model or per dataset (a mapping each row narrows to its own
-# entry, config.comparable_settings): their values are compared within that model or dataset only,
-# as 'weights[EfficientNetLite0]'. Two models with different weights are one study, not a conflict.
-SCOPED = {"weights": "model", "train.max_images": "model", "train.batch_size": "dataset"}
+# Settings the config may give per model (config.PER_MODEL; each row carries its model's entry) are
+# compared within a model only, as 'weights[EfficientNetLite0]': two models with different weights
+# are one study, not a conflict. (train.batch_size, per dataset, needs nothing: each row keeps its
+# dataset's entry under its own key, train.batch_size.<dataset>.)
 ALLOW_HINT = "--config summary='{allow_mixed_configs: true}'"
 
 
@@ -86,9 +86,8 @@ def settings_values(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, dict[str
                 continue
             for key, value in flat.items():
                 shown = json.dumps(value, sort_keys=True, default=str)
-                scope = SCOPED.get(key)
-                if scope is not None and pd.notna(record.get(scope)):
-                    key = f"{key}[{record[scope]}]"
+                if key in PER_MODEL and pd.notna(record.get("model")):
+                    key = f"{key}[{record['model']}]"
                 values.setdefault(key, {}).setdefault(shown, set()).add(place)
     return values, unknown
 
@@ -123,17 +122,17 @@ _UNSET = object()
 
 
 def _current_value(current: dict, key: str):
-    """The current config's value of a dotted key, a scoped one ('weights[M]') narrowed to its model or dataset."""
+    """The current config's value of a flattened key; a per-model one ('weights[M]') narrowed to model M."""
     if key in current:
         return current[key]
-    base, bracket, scope = key.partition("[")
-    if not bracket:
+    base, bracket, model = key.partition("[")
+    if not bracket or base not in PER_MODEL:
         return _UNSET
-    scope = scope.rstrip("]")
-    for candidate in (f"{base}.{scope}", f"{base}.default", base):
+    model = model.rstrip("]")
+    for candidate in (f"{base}.{model}", f"{base}.default", base):
         if candidate in current:
             return current[candidate]
-    return "none" if base == "weights" else _UNSET
+    return PER_MODEL[base]
 
 
 def conflicts_message(conflicts: dict[str, dict[str, set[str]]], current: dict | None = None,
