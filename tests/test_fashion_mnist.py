@@ -206,3 +206,67 @@ def test_loader_with_the_common_signature_reads_resources_copy(tmp_path):
     src = fm.load_fashion_mnist(tmp_path / "res", False, tmp_path / "work")
     np.testing.assert_array_equal(src.splits["test"].labels, data["test"][1])
     assert not (tmp_path / "work").exists()  # nothing extracted
+
+
+# ---------------------------------------------------------------- bounded decompression (issue 25, item 9)
+
+
+class CountingGzip(gzip.GzipFile):
+    """A GzipFile that counts the decompressed bytes handed out."""
+
+    total = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        CountingGzip.total += len(data)
+        return data
+
+
+def zeros_gz(path, megabytes: int, prefix: bytes = b"") -> None:
+    """A gzip of ``prefix`` then ``megabytes`` MB of zero bytes (compresses ~1000:1)."""
+    with gzip.GzipFile(path, "wb", compresslevel=1) as fh:
+        fh.write(prefix)
+        block = bytes(2**20)
+        for _ in range(megabytes):
+            fh.write(block)
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    CountingGzip.total = 0
+    monkeypatch.setattr(fm.gzip, "open", lambda path, mode="rb": CountingGzip(path, mode))
+    return CountingGzip
+
+
+def test_gzip_of_zeros_is_refused_from_its_header_without_decompressing_it(tmp_path, counting):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    zeros_gz(path, 64)
+    with pytest.raises(DatasetUnavailable, match="type code 0x00, expected 0x08") as err:
+        fm.read_idx(path, ndim=3, verify_checksum=False)
+    assert str(path) in str(err.value)
+    assert counting.total < 2**20, f"{counting.total} bytes decompressed to refuse a 4-byte header"
+
+
+def test_valid_header_then_endless_data_decompresses_only_what_the_header_declares(tmp_path, counting):
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    zeros_gz(path, 64, prefix=bytes([0, 0, 8, 1]) + (1000).to_bytes(4, "big"))
+    with pytest.raises(DatasetUnavailable, match="longer than its header says"):
+        fm.read_idx(path, ndim=1, verify_checksum=False)
+    assert counting.total <= 8 + 1000 + 1
+
+
+def test_header_declaring_more_than_a_fashion_mnist_file_holds_is_refused(tmp_path, counting):
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    zeros_gz(path, 1, prefix=bytes([0, 0, 8, 1]) + (2**31).to_bytes(4, "big"))
+    with pytest.raises(DatasetUnavailable, match=r"declares shape \(2147483648,\)") as err:
+        fm.read_idx(path, ndim=1, verify_checksum=False)
+    assert str(path) in str(err.value)
+    assert counting.total == 8
+
+
+def test_wrong_image_side_is_refused_from_the_header(tmp_path, counting):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    zeros_gz(path, 8, prefix=bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (100, 300, 300)))
+    with pytest.raises(DatasetUnavailable, match="300x300 pixels, expected 28x28"):
+        fm.read_idx(path, ndim=3, verify_checksum=False, item_shape=(28, 28))
+    assert counting.total == 16

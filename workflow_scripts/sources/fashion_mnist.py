@@ -80,7 +80,8 @@ def load_fashion_mnist_source(folder: Path | str = DEFAULT_DIR, verify_checksums
         )
     splits = {}
     for split, (images_name, labels_name) in FILES.items():
-        images = read_idx(folder / images_name, ndim=3, verify_checksum=verify_checksums)
+        images = read_idx(folder / images_name, ndim=3, verify_checksum=verify_checksums,
+                          item_shape=(SIDE, SIDE))
         labels = read_idx(folder / labels_name, ndim=1, verify_checksum=verify_checksums)
         if images.shape[1:] != (SIDE, SIDE):
             raise DatasetUnavailable(
@@ -109,54 +110,88 @@ def _split(images: np.ndarray, labels: np.ndarray) -> SplitSource:
     return SplitSource(labels=labels, load_image=load_image)
 
 
-def read_idx(path: Path, ndim: int, verify_checksum: bool = True, expected_sha256: str | None = None) -> np.ndarray:
+# The most data bytes one IDX file may declare (the real train images hold 47 MB): a header
+# claiming more is refused before anything past it is decompressed.
+MAX_DATA_BYTES = 256 * 2**20
+_CHUNK = 4 * 2**20
+
+
+def _reinstall_hint() -> str:
+    return f"reinstall {DEBIAN_PACKAGE} (apt-get install --reinstall {DEBIAN_PACKAGE})"
+
+
+def read_idx(path: Path, ndim: int, verify_checksum: bool = True, expected_sha256: str | None = None,
+             item_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Decompress an IDX ``.gz`` file, parse its header strictly and return its uint8 array.
 
     The header is two zero bytes, the type code (0x08, unsigned byte), the number of dimensions
     (must equal ``ndim``), then one big-endian uint32 per dimension; the data must be exactly the
-    product of the dimensions in bytes. With ``verify_checksum``, the SHA-256 of the decompressed
-    bytes must equal ``expected_sha256`` (default: the pinned value for the file's name).
+    product of the dimensions in bytes. The header is read and checked first (with ``item_shape``,
+    the dimensions after the first too), and at most the size it declares (and never more than
+    :data:`MAX_DATA_BYTES`) plus one byte is decompressed after it: a gzip bomb or a file of zeros
+    is refused after a few bytes. With ``verify_checksum``, the SHA-256 of the decompressed bytes
+    must equal ``expected_sha256`` (default: the pinned value for the file's name).
     """
     path = Path(path)
     try:
         with gzip.open(path, "rb") as fh:
-            raw = fh.read()
+            head = fh.read(4)
+            if len(head) < 4:
+                raise DatasetUnavailable(
+                    f"{path} is truncated: {len(head)} decompressed bytes, too short for an IDX header")
+            zero0, zero1, dtype, dims = head
+            if zero0 != 0 or zero1 != 0:
+                raise DatasetUnavailable(
+                    f"{path} is not an IDX file: its magic number starts with bytes {zero0:#04x} {zero1:#04x}, "
+                    "expected 0x00 0x00")
+            if dtype != _UBYTE:
+                raise DatasetUnavailable(
+                    f"{path} has IDX type code {dtype:#04x}, expected {_UBYTE:#04x} (unsigned byte)")
+            if dims != ndim:
+                raise DatasetUnavailable(f"{path} has {dims} dimension(s) in its IDX header, expected {ndim}")
+            header = 4 + 4 * ndim
+            sizes = fh.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise DatasetUnavailable(f"{path} is truncated: {4 + len(sizes)} decompressed bytes, shorter than "
+                                         f"its {header}-byte IDX header")
+            shape = tuple(int.from_bytes(sizes[4 * k: 4 + 4 * k], "big") for k in range(ndim))
+            if item_shape is not None and shape[1:] != tuple(item_shape):
+                raise DatasetUnavailable(
+                    f"{path} holds images of {'x'.join(map(str, shape[1:]))} pixels, expected "
+                    f"{'x'.join(map(str, item_shape))}; it is not a Fashion-MNIST file")
+            expected = int(np.prod(shape, dtype=np.int64))
+            if expected > MAX_DATA_BYTES:
+                raise DatasetUnavailable(
+                    f"{path} declares shape {shape} in its IDX header ({expected / 1e6:.0f} MB of data), more than "
+                    f"the {MAX_DATA_BYTES / 1e6:.0f} MB a Fashion-MNIST file can hold; it is not a Fashion-MNIST "
+                    f"file: {_reinstall_hint()}")
+            data = bytearray()
+            while len(data) <= expected:
+                chunk = fh.read(min(_CHUNK, expected + 1 - len(data)))
+                if not chunk:
+                    break
+                data += chunk
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DatasetUnavailable(
-            f"cannot decompress {path} ({type(exc).__name__}: {exc}): it is truncated or corrupt; "
-            f"reinstall {DEBIAN_PACKAGE} (apt-get install --reinstall {DEBIAN_PACKAGE})"
+            f"cannot decompress {path} ({type(exc).__name__}: {exc}): it is truncated or corrupt; {_reinstall_hint()}"
         ) from exc
-    if len(raw) < 4:
-        raise DatasetUnavailable(f"{path} is truncated: {len(raw)} decompressed bytes, too short for an IDX header")
-    zero0, zero1, dtype, dims = raw[0], raw[1], raw[2], raw[3]
-    if zero0 != 0 or zero1 != 0:
-        raise DatasetUnavailable(
-            f"{path} is not an IDX file: its magic number starts with bytes {zero0:#04x} {zero1:#04x}, expected 0x00 0x00"
-        )
-    if dtype != _UBYTE:
-        raise DatasetUnavailable(f"{path} has IDX type code {dtype:#04x}, expected {_UBYTE:#04x} (unsigned byte)")
-    if dims != ndim:
-        raise DatasetUnavailable(f"{path} has {dims} dimension(s) in its IDX header, expected {ndim}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetUnavailable(f"{path} is truncated: {len(raw)} decompressed bytes, shorter than its {header}-byte IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
-    expected = int(np.prod(shape, dtype=np.int64))
-    have = len(raw) - header
-    if have != expected:
-        what = "truncated" if have < expected else "longer than its header says"
-        raise DatasetUnavailable(
-            f"{path} is {what}: its IDX header gives shape {shape} ({expected} bytes of data) but it holds {have}; "
-            f"reinstall {DEBIAN_PACKAGE}"
-        )
+    if len(data) != expected:
+        if len(data) < expected:
+            detail = f"it is truncated: its IDX header gives shape {shape} ({expected} bytes of data) but it holds {len(data)}"
+        else:
+            detail = (f"it is longer than its header says: its IDX header gives shape {shape} ({expected} bytes of "
+                      "data) but more data follows")
+        raise DatasetUnavailable(f"{path} is {detail.removeprefix('it is ')}; {_reinstall_hint()}")
     if verify_checksum:
         want = expected_sha256 if expected_sha256 is not None else SHA256.get(path.name)
         if want is None:
             raise DatasetUnavailable(f"no pinned checksum for {path.name}; it is not one of the four Fashion-MNIST files")
-        got = hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(head + sizes)
+        digest.update(data)
+        got = digest.hexdigest()
         if got != want:
             raise DatasetUnavailable(
                 f"checksum mismatch for {path}: the SHA-256 of its decompressed contents is {got}, expected {want}. "
                 f"Reinstall {DEBIAN_PACKAGE}, or set verify_checksums: false for a private copy whose contents differ."
             )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
