@@ -2,8 +2,9 @@
 
 A browser shows Parquet as gibberish and Markdown as plain text; the report links these instead.
 Every page is self-contained (inline CSS; figures embedded as base64 PNG) so it renders inside
-the report's viewer and when opened alone. The Markdown converter handles what our pages use:
-headings, paragraphs, bold, inline code, pipe tables and fenced code blocks.
+the report's viewer and when opened alone. Markdown is rendered by markdown-it-py (CommonMark with
+pipe tables) with raw HTML off, and every name and value of a table is escaped: a folder or model
+name holding ``<img ...>`` or a ``javascript:`` link reaches the page as text, never as markup.
 """
 
 from __future__ import annotations
@@ -43,50 +44,27 @@ def table_html(frame: pd.DataFrame, title: str, note: str = "", max_rows: int = 
             shown[column] = shown[column].map(lambda v: v if not isinstance(v, str) or len(v) < 80 else v[:77] + "...")
     rows = f"<p>{len(frame)} rows" + (f", first {max_rows} shown" if len(frame) > max_rows else "") + "</p>"
     body = f"<h1>{html.escape(title)}</h1>\n" + (f"<p>{html.escape(note)}</p>\n" if note else "") + rows + \
-        shown.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4g}", border=0)
+        shown.to_html(index=False, escape=True, render_links=False, na_rep="–", float_format=lambda v: f"{v:.4g}", border=0)
     return page(title, body)
 
 
+def _markdown():
+    """CommonMark with pipe tables, raw HTML off: every ``<`` of a name or value is shown as text,
+    and markdown-it's ``validateLink`` leaves ``javascript:``/``vbscript:``/``file:``/``data:`` links
+    as plain text."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
 def _inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"<a href='\2'>\1</a>", text)
+    """One line of Markdown (bold, code, links) as HTML, raw HTML escaped."""
+    return _markdown().renderInline(text)
 
 
 def markdown_html(text: str, title: str) -> str:
-    """Our Markdown pages (decision.md, claims.md, summary.md) as HTML."""
-    out, lines, i = [], text.splitlines(), 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("```"):
-            block = []
-            i += 1
-            while i < len(lines) and not lines[i].startswith("```"):
-                block.append(lines[i])
-                i += 1
-            out.append("<pre>" + html.escape("\n".join(block)) + "</pre>")
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-        elif line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
-                i += 1
-            i -= 1
-            body = [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
-            out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in rows[0]) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</table>")
-        elif line.strip():
-            para = [line.strip()]
-            while i + 1 < len(lines) and lines[i + 1].strip() and not lines[i + 1].startswith(("#", "|", "```")):
-                i += 1
-                para.append(lines[i].strip())
-            out.append("<p>" + _inline(" ".join(para)) + "</p>")
-        i += 1
-    return page(title, "\n".join(out))
+    """Our Markdown pages (decision.md, claims.md, summary.md) as HTML (raw HTML in them is escaped)."""
+    return page(title, _markdown().render(text))
 
 
 def caption_text(rst: str | Path) -> str:
