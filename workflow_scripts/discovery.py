@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 from pathlib import Path
 
 from . import paths
+from .registry import BACKENDS
+
+log = logging.getLogger(__name__)
 
 # Input kinds of the summary job, by what the path parser calls the file.
 ENGINE_KINDS = {
@@ -53,15 +57,42 @@ def input_key(labels: dict) -> str:
     return ONNX_KINDS.get(kind) or ENGINE_KINDS[kind]
 
 
-def discover_results(results_dir: str | Path) -> dict[str, list[str]]:
-    """Every per-engine table under ``results_dir``, of every device and backend, by input kind."""
+def unknown_backend_message(folders: list[str], results_dir: str | Path) -> str:
+    """The warning about backend folders the registry does not know (a copy such as onnxruntime-backup)."""
+    return (f"left out of the summary: {', '.join(f'{results_dir}/{f}' for f in folders)} "
+            f"{'is not a backend folder' if len(folders) == 1 else 'are not backend folders'} (known backends: "
+            f"{', '.join(BACKENDS)}, and onnx for the exports); a copy would count its engines twice. Move "
+            f"{'it' if len(folders) == 1 else 'them'} out of {results_dir}/ to silence this warning")
+
+
+def split_known_backends(results_dir: str | Path) -> tuple[dict[str, list[str]], list[str]]:
+    """Every per-engine table under ``results_dir`` by input kind, and the folders left out: a
+    ``<device>/<folder>`` whose name is no backend of the registry (nor ``onnx``)."""
     found: dict[str, list[str]] = {key: [] for key in FILE_KEYS}
+    unknown: set[str] = set()
     root = str(results_dir)
     # Fixed-depth globs: device/backend/dataset_size/model/file and models/dataset_size/model/file.
     for path in sorted(glob.glob(f"{root}/*/*/*/*/*.parquet") + glob.glob(f"{root}/models/*/*/accuracy.parquet")):
         labels = parse_result_path(path, root)
-        if labels is not None:
-            found[input_key(labels)].append(path)
+        if labels is None:
+            continue
+        backend = labels.get("backend")
+        if backend is not None and backend != "onnx" and backend not in BACKENDS:
+            unknown.add(f"{labels['device']}/{backend}")
+            continue
+        found[input_key(labels)].append(path)
+    return found, sorted(unknown)
+
+
+def discover_results(results_dir: str | Path) -> dict[str, list[str]]:
+    """Every per-engine table under ``results_dir``, of every device and known backend, by input kind.
+
+    A folder beside the backends that is none (``onnxruntime-backup``) is left out with a warning
+    naming it: its tables would otherwise be summarized as a backend of their own, counted twice.
+    """
+    found, unknown = split_known_backends(results_dir)
+    if unknown:
+        log.warning(unknown_backend_message(unknown, results_dir))
     return found
 
 
@@ -121,27 +152,57 @@ def check_parquet_file(path: str | Path, results_dir: str | Path) -> None:
         raise CorruptArtifact(corrupt_table_message(path, results_dir, f"{size} bytes, truncated or not Parquet"))
 
 
-def other_results(results_dir: str | Path, current: dict[str, list[str]]) -> list[str]:
-    """Tables under ``results_dir`` that ``current`` does not list, each as 'path size mtime'.
+def engine_files_of(table: str | Path, results_dir: str | Path) -> list[Path]:
+    """The engine file (and its companions, OpenVINO's .bin) a per-engine table under ``results_dir``
+    belongs to; [] for a table of no engine (exports, Keras accuracy)."""
+    labels = parse_result_path(table, results_dir)
+    if not labels or labels.get("backend") not in BACKENDS or "precision" not in labels:
+        return []
+    engine = Path(paths.engine_file(str(results_dir), labels["device"], labels["backend"], labels["dataset"],
+                                    labels["input_size"], labels["model"], labels["precision"]))
+    return [engine] + [engine.with_suffix(f".{ext}") for ext in BACKENDS[labels["backend"]].companions]
 
-    Used as a Snakemake param: when another device's results arrive or change, the param changes
-    and the summary reruns, while those files never become inputs (no rule would rebuild them here).
+
+def _stat_line(path: str | Path) -> str:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return f"{path} missing"
+    return f"{path} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def other_results(results_dir: str | Path, current: dict[str, list[str]]) -> list[str]:
+    """Tables under ``results_dir`` that ``current`` does not list, each as 'path size mtime', and the
+    engine files their build tables describe ('path size mtime' or 'path missing').
+
+    Used as a Snakemake param: when another device's results arrive or change (or one of its engines
+    is deleted or replaced), the param changes and the summary reruns, while those files never become
+    inputs (no rule would rebuild them here).
     """
     known = {os.path.normpath(p) for files in current.values() for p in (files or [])}
     out = []
-    for found in discover_results(results_dir).values():
+    for key, found in split_known_backends(results_dir)[0].items():
         for path in found:
             if os.path.normpath(path) not in known:
                 # Checked while planning: a truncated table of another device fails here, before
                 # Snakemake removes the summary's old outputs to rerun it.
                 check_parquet_file(path, results_dir)
-                stat = os.stat(path)
-                out.append(f"{path} {stat.st_size} {stat.st_mtime_ns}")
+                out.append(_stat_line(path))
+                if key == "build_files":
+                    out += [_stat_line(engine) for engine in engine_files_of(path, results_dir)]
     return sorted(out)
 
 
 def results_fingerprint(results_dir: str | Path, current: dict[str, list[str]]) -> str:
-    """A short stable digest of :func:`other_results`, so the rule's param (and rerun message) stays small."""
+    """A short stable digest of :func:`other_results`, so the rule's param (and rerun message) stays small.
+
+    Backend folders the registry does not know are named in a warning here, while planning."""
     others = other_results(results_dir, current)
+    unknown = split_known_backends(results_dir)[1]
+    if unknown:
+        import sys
+
+        print(f"WARNING: {unknown_backend_message(unknown, results_dir)}", file=sys.stderr)
     digest = hashlib.sha256("\n".join(others).encode()).hexdigest()[:16]
-    return f"{len(others)} tables beyond the current config, sha256 {digest}"
+    tables = sum(1 for line in others if line.endswith(".parquet") or ".parquet " in line)
+    return f"{tables} tables beyond the current config, sha256 {digest}"
