@@ -26,9 +26,14 @@ if calibration_study_enabled() and BACKEND != "onnxruntime":
     )
 
 
-STUDY_VARIANTS = expand_variants(STUDY)
 STUDY_BASELINE = parse_variant(STUDY.get("baseline", "entropy-n256-pc-asym-none")).id
-STUDY_AUTO = bool(STUDY.get("auto", {}).get("enabled", True))
+STUDY_AUTO_CONFIG = STUDY.get("auto", {})
+STUDY_AUTO = bool(STUDY_AUTO_CONFIG.get("enabled", True))
+# The variant int8-auto rescues and sensitivity ranks (default: the baseline); always built.
+STUDY_START = parse_variant(STUDY_AUTO_CONFIG.get("start") or STUDY_BASELINE).id
+STUDY_VARIANTS = list(dict.fromkeys(expand_variants(STUDY) + [STUDY_START]))
+# The same rescue through NNCF's quantize_with_accuracy_control on OpenVINO, for comparison.
+STUDY_NNCF = bool(STUDY.get("nncf_rescue", {}).get("enabled", False))
 STUDY_FP16 = "fp16" in config["precisions"]
 STUDY_CAL = f"{ENGINE_DIR}/calibration"
 # The ONNX Runtime INT8 type settings (CPU policy, reduce_range resolved at planning) of every study build.
@@ -162,7 +167,7 @@ rule calibration_sensitivity:
         data_files,
         onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
         prepared=f"{CAL_DIR}/prepared.onnx",
-        engine=f"{CAL_DIR}/{STUDY_BASELINE}.onnx",
+        engine=f"{CAL_DIR}/{STUDY_START}.onnx",
     output:
         table=f"{CAL_DIR}/sensitivity.parquet",
     params:
@@ -174,7 +179,7 @@ rule calibration_sensitivity:
             "dataset": w.dataset,
             "model": w.model,
             "input_size": int(w.size),
-            "baseline_variant": STUDY_BASELINE,
+            "baseline_variant": STUDY_START,
         },
         provenance=provenance_params,
     log:
@@ -192,15 +197,15 @@ rule calibration_int8_auto:
         fp32=f"{{results}}/{{device}}/{{backend}}/{{dataset}}_{{size}}px/{{model}}/fp32.{ENGINE_EXT}",
         sensitivity=f"{CAL_DIR}/sensitivity.parquet",
         prepared=f"{CAL_DIR}/prepared.onnx",
-        statistics=f"{CAL_DIR}/statistics-n{parse_variant(STUDY_BASELINE).num_images}.npz",
+        statistics=f"{CAL_DIR}/statistics-n{parse_variant(STUDY_START).num_images}.npz",
     output:
         engine=f"{CAL_DIR}/{AUTO_VARIANT}.onnx",
         record=f"{CAL_DIR}/{AUTO_VARIANT}.json",
         steps=f"{CAL_DIR}/{AUTO_VARIANT}_steps.parquet",
     params:
         data_dir=data_dir,
-        baseline=STUDY_BASELINE,
-        auto=STUDY.get("auto", {"target_drop_points": 1.0, "node_budget": 16}),
+        start=STUDY_START,
+        auto=STUDY_AUTO_CONFIG,
         batch_size=config["calibration"]["batch_size"],
         eval_batch_size=config["evaluate"]["batch_size"],
         seed=config["seed"],

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
-import pandas as pd
 import pytest
 import yaml
 
@@ -27,7 +25,7 @@ from workflow_scripts.calibration_study import (
 )
 from workflow_scripts.engine import calibration_source
 from workflow_scripts.errors import ConfigError
-from workflow_scripts.sensitivity import auto_fallback, auto_schedule, layer_sensitivity, ranked_groups
+from workflow_scripts.sensitivity import layer_sensitivity, ranked_groups
 from tests.cli import REPO, job_counts
 
 
@@ -237,46 +235,4 @@ def test_sensitivity_ranks_layers(tmp_path, study_engines, onnx_path, digits_dir
     assert len({n for g in groups for n in g}) == sum(len(g) for g in groups)
 
 
-def test_int8_auto_stops_at_the_target_and_records_kept_nodes():
-    ranking = [["a"], ["b", "c"], ["d"], ["e"], ["f"]]
-    drops = {0: 3.0, 1: 2.0, 3: 0.5}
-    calls = []
-
-    def drop_with(kept):
-        calls.append(list(kept))
-        return drops.get(len(kept), 0.0)
-
-    result = auto_fallback(ranking, drop_with, target_points=1.0, budget=10)
-    assert result["reached_target"] and result["stop_reason"] == "target"
-    assert result["kept_nodes"] == ["a", "b", "c"] and calls == [[], ["a"], ["a", "b", "c"]]
-    assert [s["float_nodes"] for s in result["steps"]] == [0, 1, 3]
-
-
-def test_int8_auto_stops_at_the_node_budget():
-    result = auto_fallback([f"n{i}" for i in range(20)], lambda kept: 5.0, target_points=1.0, budget=5)
-    assert not result["reached_target"] and result["stop_reason"] == "budget"
-    assert result["kept_nodes"] == ["n0", "n1", "n2", "n3", "n4"]
-    assert [s["float_nodes"] for s in result["steps"]] == [0, 1, 2, 4, 5]
-    assert auto_schedule(5) == [1, 2, 4, 5] and auto_schedule(0) == []
-    assert auto_fallback(["x"], lambda kept: 0.0, 1.0, 0)["kept_nodes"] == []
-
-
-def test_int8_auto_on_a_real_model(tmp_path, study_engines, onnx_path, digits_dir):
-    """Real builds: an unreachable target runs to the budget and the json lists the kept nodes."""
-    from workflow_scripts.sensitivity import run_int8_auto
-
-    _, _, built = study_engines
-    prepared = prepare_model(onnx_path, tmp_path / "prepared.onnx")
-    table = layer_sensitivity(prepared, built["minmax-n8-pt-asym-none"], calibration_source(digits_dir, 16, 16, 0),
-                              tmp_path)
-    table.to_parquet(tmp_path / "sensitivity.parquet")
-    record = run_int8_auto(onnx_path, onnx_path, "minmax-n8-pt-asym-none", tmp_path / "sensitivity.parquet",
-                           digits_dir, 16, 64, target_points=-100.0, budget=2, seed=0,
-                           engine_path=tmp_path / "int8-auto.onnx", record_json=tmp_path / "int8-auto.json",
-                           steps_table=tmp_path / "steps.parquet", labels={"model": "MobileNetV3Small"},
-                           provenance={"device": "test", "backend": "onnxruntime", "config_hash": "x"})
-    saved = json.loads((tmp_path / "int8-auto.json").read_text())
-    assert saved["stop_reason"] == "budget" and len(saved["kept_nodes"]) == 2 == len(record["kept_nodes"])
-    assert saved["kept_nodes"] == [n for g in ranked_groups(table) for n in g][:2]
-    assert len(pd.read_parquet(tmp_path / "steps.parquet")) == len(saved["steps"]) >= 2
-    assert (tmp_path / "int8-auto.onnx").stat().st_size > 0
+# The int8-auto search (bisection + pruning, validation only) is tested in tests/test_int8_rescue.py.

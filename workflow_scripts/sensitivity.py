@@ -14,12 +14,12 @@ signal-to-quantization-noise ratio (SQNR, dB; higher is better):
 
 A node's ``degradation_db`` is the SQNR lost across it: the worst ``xmodel_sqnr_db`` of its
 activation inputs minus that of its output. Nodes are ranked by it (largest first): the layers
-whose weights and input quantization add most error, which ``int8-auto`` keeps in float first.
+whose weights and input quantization add most error, which ``int8-auto`` keeps in float first
+(:mod:`workflow_scripts.int8_auto`, searched by :mod:`workflow_scripts.rescue_search`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -129,45 +129,6 @@ def ranked_groups(sensitivity: pd.DataFrame, exclude: Sequence[str] = ()) -> lis
     return groups
 
 
-def auto_schedule(count: int) -> list[int]:
-    """How many of the most sensitive groups each step keeps in float: 1, 2, 4, ... and finally ``count``."""
-    steps, k = [], 1
-    while k < count:
-        steps.append(k)
-        k *= 2
-    if count > 0:
-        steps.append(count)
-    return steps
-
-
-def auto_fallback(ranking: Sequence[str | Sequence[str]], drop_with: Callable[[list[str]], float],
-                  target_points: float, budget: int) -> dict:
-    """Keep the most sensitive nodes in float until ``drop_with(kept)`` <= target or the node budget is used.
-
-    ``ranking`` holds node names or groups of names (kept in float together), most sensitive first.
-    ``drop_with(nodes)`` builds the model with ``nodes`` in float and returns its top-1 drop in points
-    on the validation split (``[]`` = plain INT8). Steps keep 0, 1, 2, 4, ... groups, never more than
-    ``budget`` nodes. Returns the kept nodes, every step, and why it stopped (target, budget, ranking).
-    """
-    groups = [[g] if isinstance(g, str) else list(g) for g in ranking]
-    budget = max(int(budget), 0)
-    steps: list[dict] = []
-    kept: list[str] = []
-    for k in [0] + auto_schedule(len(groups)):
-        candidate = [n for g in groups[:k] for n in g][:budget]
-        if steps and candidate == kept:
-            break  # the budget allows no more nodes
-        kept = candidate
-        drop = float(drop_with(list(kept)))
-        steps.append({"step": len(steps), "float_groups": k, "float_nodes": len(kept), "val_drop_points": drop})
-        log.info("int8-auto: %d nodes in float, validation drop %.2f points (target %.2f)", len(kept), drop,
-                 target_points)
-        if drop <= target_points:
-            return {"kept_nodes": kept, "steps": steps, "reached_target": True, "stop_reason": "target"}
-    reason = "budget" if len(kept) >= budget else "ranking exhausted"
-    return {"kept_nodes": kept, "steps": steps, "reached_target": False, "stop_reason": reason}
-
-
 def run_sensitivity(onnx_path: str | Path, qdq_engine: str | Path, data_dir: str | Path, num_images: int,
                     batch_size: int, seed: int, out_table: str | Path, labels: dict, provenance: dict,
                     prepared: str | Path | None = None) -> pd.DataFrame:
@@ -180,6 +141,9 @@ def run_sensitivity(onnx_path: str | Path, qdq_engine: str | Path, data_dir: str
     from .engine import calibration_source
     from .provenance import with_provenance
 
+    import time
+
+    started = time.perf_counter()
     num_images = min(num_images, train_split_size(data_dir))
     with tempfile.TemporaryDirectory(prefix="edgeptq-sens-", dir=Path(out_table).parent) as tmp:
         prepared = prepared or prepare_model(onnx_path, Path(tmp) / "prepared.onnx")
@@ -187,71 +151,10 @@ def run_sensitivity(onnx_path: str | Path, qdq_engine: str | Path, data_dir: str
     for key, value in labels.items():
         frame[key] = value
     frame["sensitivity_images"] = num_images
+    frame["sensitivity_s"] = time.perf_counter() - started  # part of int8-auto's search time
     write_parquet(with_provenance(frame, provenance), out_table)
     log.info("worst layers:\n%s", frame.head(10)[["rank", "node", "op_type", "degradation_db", "xmodel_sqnr_db"]]
              .to_string(index=False))
     return frame
 
 
-def run_int8_auto(onnx_path: str | Path, fp32_engine: str | Path, baseline_variant: str, sensitivity_table: str | Path,
-                  data_dir: str | Path, calibration_batch_size: int, eval_batch_size: int, target_points: float,
-                  budget: int, seed: int, engine_path: str | Path, record_json: str | Path,
-                  steps_table: str | Path, labels: dict, provenance: dict, prepared: str | Path | None = None,
-                  statistics: str | Path | None = None, int8_options: dict | None = None) -> dict:
-    """``int8-auto``: the baseline variant plus the fewest most-sensitive nodes in float meeting the validation target.
-
-    With ``prepared`` and ``statistics`` (the study's shared pre-processed model and the baseline's
-    calibration statistics) every step reuses them instead of calibrating again.
-    """
-    import shutil
-
-    import onnx
-
-    from .artifacts import write_parquet, write_text
-    from .backends import onnxruntime_backend as ort_backend
-    from .calibration_presets import prepare_model, resolve_exclusions
-    from .calibration_study import split_correctness, train_split_size
-    from .calibration_variants import check_num_images, parse_variant, variant_options
-    from .engine import calibration_source
-    from .provenance import with_provenance
-
-    variant = parse_variant(baseline_variant)
-    check_num_images(variant, train_split_size(data_dir))
-    engine_path = Path(engine_path)
-    work = Path(tempfile.mkdtemp(prefix="edgeptq-auto-", dir=engine_path.parent))
-    try:
-        shared = {}
-        if prepared and statistics:
-            shared = {"prepared_model": str(prepared), "calibration_statistics": str(statistics)}
-        else:
-            prepared = prepare_model(onnx_path, work / "prepared.onnx")
-        op_types, preset_nodes = resolve_exclusions(onnx.load(str(prepared), load_external_data=False), variant.exclude)
-        ranking = ranked_groups(pd.read_parquet(sensitivity_table), exclude=preset_nodes)
-        fp32 = split_correctness(ort_backend.load_runner(fp32_engine), data_dir, "val", eval_batch_size)
-        batches = calibration_source(data_dir, variant.num_images, calibration_batch_size, seed)
-        built: dict[int, Path] = {}
-
-        def drop_with(kept: list[str]) -> float:
-            path = work / f"auto-{len(kept)}.onnx"
-            options = {**variant_options(variant, op_types, preset_nodes + kept, calibration_batch_size), **shared,
-                       **{k: v for k, v in (int8_options or {}).items() if v is not None}}
-            ort_backend.build_engine(onnx_path, path, "int8", batches, options, None)
-            built[len(kept)] = path
-            correct = split_correctness(ort_backend.load_runner(path), data_dir, "val", eval_batch_size)
-            return 100.0 * float(fp32.mean() - correct.mean())
-
-        result = auto_fallback(ranking, drop_with, target_points, budget)
-        shutil.copyfile(built[len(result["kept_nodes"])], engine_path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    record = {"baseline_variant": variant.id, "target_drop_points": target_points, "node_budget": budget,
-              "val_images": int(len(fp32)), "fp32_val_top1": float(fp32.mean()),
-              "preset_float_nodes": preset_nodes, "float_op_types": op_types, **result}
-    write_text(json.dumps(record, indent=2), record_json)
-    steps = pd.DataFrame(result["steps"])
-    for key, value in labels.items():
-        steps[key] = value
-    steps["baseline_variant"] = variant.id
-    steps["target_drop_points"] = target_points
-    write_parquet(with_provenance(steps, provenance), steps_table)
-    return record
