@@ -87,6 +87,13 @@ class _Engine:
     def get_tensor_dtype(self, name):
         return getattr(DataType, self.spec["dtype"])
 
+    def get_tensor_profile_shape(self, name, profile_index):
+        # (min, opt, max) shapes of optimization profile ``profile_index``, as TensorRT >= 8.5 gives them.
+        assert name == "images" and profile_index == 0
+        rest = tuple(self.spec["input_shape"][1:])
+        lo, hi = self.spec.get("min_batch", 1), self.spec["max_batch"]
+        return (lo, *rest), (lo, *rest), (hi, *rest)
+
     def create_execution_context(self):
         return _Context(self)
 
@@ -99,8 +106,12 @@ class _Context:
         self.executions = 0
 
     def set_input_shape(self, name, shape):
+        spec = self.engine.spec
+        if not spec.get("min_batch", 1) <= shape[0] <= spec["max_batch"]:
+            return False  # TensorRT refuses a shape outside the profile (and keeps the old one)
         self.shape = tuple(shape)
-        return shape[0] <= self.engine.spec["max_batch"]
+        self.shapes_set = getattr(self, "shapes_set", []) + [tuple(shape)]
+        return True
 
     def get_tensor_shape(self, name):
         return (self.shape[0], 5)
@@ -153,8 +164,10 @@ def fake_tensorrt(version: str = "8.5.2.2") -> types.SimpleNamespace:
     )
 
 
-def write_engine(path: Path, dtype: str = "FLOAT", max_batch: int = 8) -> Path:
-    path.write_text(json.dumps({"input_shape": [-1, 4, 4, 3], "dtype": dtype, "max_batch": max_batch}))
+def write_engine(path: Path, dtype: str = "FLOAT", max_batch: int = 8, min_batch: int = 1) -> Path:
+    """An engine 'file' for the stand-in runtime; ``min_batch == max_batch`` is a DLA-style static batch."""
+    path.write_text(json.dumps({"input_shape": [-1, 4, 4, 3], "dtype": dtype, "max_batch": max_batch,
+                                "min_batch": min_batch}))
     return path
 
 

@@ -185,41 +185,45 @@ def test_calibration_loader_tops_up_short_last_batch_and_transposes_nchw():
 # --- calibration cache -------------------------------------------------------------------------
 
 
+def ident(version="10.3.0", device="dev", onnx="abc", batch=1, **kw):
+    return trt_backend.calibration_identity(version, device, onnx, batch, **kw)
+
+
 def test_calibration_cache_validity(tmp_path):
     cache = tmp_path / "model.int8.cache"
-    ok, why = trt_backend.calibration_cache_is_valid(cache, "10.3.0", "dev")
+    ok, why = trt_backend.calibration_cache_is_valid(cache, ident(), "d")
     assert not ok and "no calibration cache" in why
 
     cache.write_bytes(b"TRT-100300-EntropyCalibration2\n")
-    ok, why = trt_backend.calibration_cache_is_valid(cache, "10.3.0", "dev")
+    ok, why = trt_backend.calibration_cache_is_valid(cache, ident(), "d")
     assert not ok and "model.int8.cache.json" in why
 
-    trt_backend.write_calibration_metadata(cache, "8.5.2.2", "dev", "abc")
+    trt_backend.write_calibration_metadata(cache, {**ident("8.5.2.2"), "data_sha256": "d"})
     meta = json.loads((tmp_path / "model.int8.cache.json").read_text())
     assert meta["tensorrt_version"] == "8.5.2.2" and meta["device"] == "dev"
-    ok, why = trt_backend.calibration_cache_is_valid(cache, "10.3.0", "dev", "abc")
-    assert not ok and "TensorRT 8.5.2.2" in why and "TensorRT 10.3.0" in why
-    ok, why = trt_backend.calibration_cache_is_valid(cache, "8.5.2.2", "other", "abc")
+    ok, why = trt_backend.calibration_cache_is_valid(cache, ident("10.3.0"), "d")
+    assert not ok and "TensorRT '8.5.2.2'" in why and "TensorRT '10.3.0'" in why
+    ok, why = trt_backend.calibration_cache_is_valid(cache, ident("8.5.2.2", "other"), "d")
     assert not ok and "'other'" in why
-    ok, why = trt_backend.calibration_cache_is_valid(cache, "8.5.2.2", "dev", "xyz")
+    ok, why = trt_backend.calibration_cache_is_valid(cache, ident("8.5.2.2", onnx="xyz"), "d")
     assert not ok and "different ONNX" in why
-    ok, why = trt_backend.calibration_cache_is_valid(cache, "8.5.2.2", "dev", "abc")
+    ok, why = trt_backend.calibration_cache_is_valid(cache, ident("8.5.2.2"), "d")
     assert ok, why
 
 
 def test_version_mismatch_deletes_cache_for_rebuild(tmp_path, caplog):
     cache = tmp_path / "model.int8.cache"
     cache.write_bytes(b"old scales")
-    trt_backend.write_calibration_metadata(cache, "8.5.2.2", "dev")
+    trt_backend.write_calibration_metadata(cache, {**ident("8.5.2.2"), "data_sha256": "d"})
     with caplog.at_level("WARNING"):
-        reused = trt_backend.prepare_calibration_cache(cache, "10.3.0", "dev")
+        reused = trt_backend.prepare_calibration_cache(cache, ident("10.3.0"), "d")
     assert reused is False
     assert not cache.exists() and not (tmp_path / "model.int8.cache.json").exists()
     assert "recalibrating" in caplog.text and "8.5.2.2" in caplog.text
 
     cache.write_bytes(b"scales")
-    trt_backend.write_calibration_metadata(cache, "10.3.0", "dev")
-    assert trt_backend.prepare_calibration_cache(cache, "10.3.0", "dev") is True
+    trt_backend.write_calibration_metadata(cache, {**ident("10.3.0"), "data_sha256": "d"})
+    assert trt_backend.prepare_calibration_cache(cache, ident("10.3.0"), "d") is True
     assert cache.exists()
 
 
@@ -325,7 +329,10 @@ def test_engine_matches_onnxruntime(tmp_path, precision, atol):
     if precision == "int8":
         cache = tmp_path / "tiny.int8.cache"
         assert cache.is_file() and facts["calibration_batches"] == 24
+        identity = trt_backend.calibration_identity(
+            facts["tensorrt_version"], "gpu-test", trt_backend.file_sha256(onnx_path), 1
+        )
         ok, why = trt_backend.calibration_cache_is_valid(
-            cache, facts["tensorrt_version"], "gpu-test", trt_backend.file_sha256(onnx_path)
+            cache, identity, trt_backend.calibration_data_sha256(lambda: iter(batches))
         )
         assert ok, why

@@ -289,10 +289,11 @@ def test_defect11_int8_scratch_is_what_the_engine_stage_cleans(tmp_path):
 def test_defect11_cache_json_left_by_the_engine_stage_is_removed_quietly(tmp_path, caplog):
     cache = tmp_path / "int8_calibration.cache"
     cache.write_bytes(b"scales")
-    trt_backend.write_calibration_metadata(cache, "10.3.0", "dev")
+    identity = trt_backend.calibration_identity("10.3.0", "dev", "abc", 1)
+    trt_backend.write_calibration_metadata(cache, {**identity, "data_sha256": "d"})
     cache.unlink()  # what the engine stage does before each measured build
     with caplog.at_level(logging.INFO):
-        assert trt_backend.prepare_calibration_cache(cache, "10.3.0", "dev") is False
+        assert trt_backend.prepare_calibration_cache(cache, identity, "d") is False
     assert not trt_backend.calibration_metadata_path(cache).exists()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 

@@ -6,13 +6,15 @@ Prints one JSON line per stage: ``{"stage", "status": "ok"|"failed"|"skipped", "
 Stages, in order:
 
 1. ``versions``: Python, NumPy, TensorRT, Polygraphy, ONNX Runtime; the GPU or Jetson found.
+   TensorRT counts as usable here only when Polygraphy imports too (the probe checks both).
 2. ``pinned_memory``: a page-locked host buffer -> device -> host round trip through the
    runner's own CUDA helpers (``PinnedBuffer``, Polygraphy's ``DeviceArray`` and ``memcpy``).
 3. ``gpu_sampler``: NVML (or tegrastats on Jetson) samples through ``gpu_monitor``.
 4. ``build_fp32``, ``build_fp16``, ``build_int8``: engines of a small ONNX model with the
    workflow's default options, each compared with ONNX Runtime on the same inputs.
 5. ``calibration_default_batches``: the INT8 build with the default batch sizes (profile
-   optimum 1, calibration batches of 16) fed TensorRT more than zero batches, every image.
+   optimum 1, calibration batches of 16) fed TensorRT more than zero batches, every image (the
+   build calibrates afresh: a cache left in a ``--keep`` folder is removed first).
 6. ``latency_bare_vs_timed``: median wall time of ``run`` (bare) against ``timed_infer`` (CUDA
    events), and the event breakdown.
 
@@ -113,6 +115,16 @@ class Validator:
             self.state["onnx"] = make_small_onnx(self.workdir / "small.onnx")
         return self.state["onnx"]
 
+    def fresh_calibration_cache(self) -> Path:
+        """The INT8 calibration cache path, with any cache (and its JSON) a previous run left removed."""
+        from .backends.tensorrt.calibrator import calibration_metadata_path
+
+        cache = self.workdir / "small.int8.cache"
+        for path in (cache, calibration_metadata_path(cache)):
+            if path.exists():
+                path.unlink()
+        return cache
+
     def reference(self, batch: np.ndarray) -> np.ndarray:
         try:
             import onnxruntime as ort
@@ -142,9 +154,10 @@ class Validator:
 
     def stage_pinned_memory(self) -> Dict[str, Any]:
         self.backend()
-        from polygraphy import cuda
-
+        from .backends.tensorrt.cudart import import_cuda
         from .backends.tensorrt.runner import PinnedBuffer
+
+        cuda = import_cuda()
 
         data = np.arange(1 << 20, dtype=np.float32)
         h_in, h_out = PinnedBuffer(cuda), PinnedBuffer(cuda)
@@ -192,10 +205,12 @@ class Validator:
         engine = self.workdir / f"small.{precision}.engine"
         calib = [self.images[i:i + 16] for i in range(0, len(self.images), 16)]
         # The workflow's defaults: optimum batch 1 (benchmark.batch_size), max from the schema.
-        facts = trt_backend.build_engine(
-            onnx_path, engine, precision, lambda: iter(calib), {"batch_size": 1, "device": "gpu-validate"},
-            self.workdir,
-        )
+        options = {"batch_size": 1, "device": "gpu-validate", "num_images": len(self.images), "seed": 0}
+        if precision == "int8":
+            # Calibrate every time, as the engine stage does: a cache left by an earlier run in a
+            # --keep folder would be reused and calibration_default_batches would see 0 batches.
+            options["calibration_cache"] = str(self.fresh_calibration_cache())
+        facts = trt_backend.build_engine(onnx_path, engine, precision, lambda: iter(calib), options, self.workdir)
         runner = trt_backend.load_runner(engine)
         try:
             batch = self.images[:8]
@@ -232,11 +247,11 @@ class Validator:
             raise Skip("needs the engine of stage build_int8")
         if facts.get("network_typing") == "strong":
             raise Skip("this TensorRT builds INT8 from Q/DQ (strong typing): nothing is calibrated")
-        fed, images = facts.get("calibration_batches", 0), facts.get("calibration_images", 0)
+        fed, images = facts.get("calibration_batches_fed", 0), facts.get("calibration_images", 0)
         if not fed or images != len(self.images):
             raise AssertionError(f"calibration fed {fed} batches of {images} images; expected > 0 of {len(self.images)}")
-        return {k: facts.get(k) for k in ("calibration_batches", "calibration_batch_size", "calibration_images",
-                                          "calibration_images_padded")}
+        return {k: facts.get(k) for k in ("calibration_batches_fed", "calibration_batch_size", "calibration_images",
+                                          "calibration_images_padded", "calibration_cache_reused")}
 
     def stage_latency_bare_vs_timed(self) -> Dict[str, Any]:
         trt_backend = self.backend()

@@ -218,9 +218,11 @@ def check_backend_config(name: str, config: dict, probe: bool = True) -> None:
         raise ConfigError(f"config key 'precisions' has {bad} which backend {name!r} cannot build; "
                           f"use a subset of {list(entry.precisions)} or leave {name} out of 'backends'")
     if probe and name == "tensorrt" and entry.available()[0]:
-        # Refuse at planning what this TensorRT cannot build (e.g. INT8 by calibration on TensorRT 11).
+        # Refuse at planning what this TensorRT cannot build (e.g. INT8 by calibration on TensorRT 11,
+        # a tensorrt.dla_core this device does not have).
         trt = load(name)
-        trt.check_build_request(config["precisions"], config.get("tensorrt", {}), trt.version())
+        trt.check_build_request(config["precisions"], config.get("tensorrt", {}), trt.version(),
+                                trt.probe().get("num_DLA_cores"))
     if "int8" not in config["precisions"] or name not in METHOD_BACKENDS:
         return
     if name == "tensorrt" and config.get("tensorrt", {}).get("int8_mode", "calibration") != "calibration":

@@ -1,7 +1,7 @@
 """Whether TensorRT can build here: ``is_available()`` (for planning) and ``version()``.
 
 ``is_available`` does more than look for the package: in a child process it imports
-``tensorrt``, creates a ``Builder`` (which initialises CUDA and fails without a usable GPU or
+``tensorrt`` and ``polygraphy`` (the builder chain and the CUDA wrapper), creates a ``Builder`` (which initialises CUDA and fails without a usable GPU or
 driver), a builder config and an explicit-batch network, and checks the version policy. The child
 keeps a broken CUDA install from crashing or hanging the Snakemake planner; the answer is cached
 per process, and a machine without the package answers at once without a child.
@@ -35,6 +35,13 @@ except Exception as exc:
     out["reason"] = "import tensorrt failed: %s: %s" % (type(exc).__name__, exc)
     print(json.dumps(out)); sys.exit(0)
 out["version"] = str(getattr(trt, "__version__", ""))
+try:
+    import polygraphy
+    out["polygraphy"] = str(getattr(polygraphy, "__version__", ""))
+except Exception as exc:
+    out["reason"] = ("TensorRT %s is installed but Polygraphy, which builds the engines, cannot be imported "
+                     "(pip install 'polygraphy>=0.53.4'): %s: %s" % (out["version"], type(exc).__name__, exc))
+    print(json.dumps(out)); sys.exit(0)
 try:
     builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
     if builder is None:
@@ -122,7 +129,7 @@ def is_available() -> Tuple[bool, str]:
     if not found.get("ok"):
         return False, str(found.get("reason", "unknown reason"))
     extras = ", ".join(
-        f"{k}={found[k]}" for k in ("platform_has_fast_fp16", "platform_has_fast_int8", "num_DLA_cores")
+        f"{k}={found[k]}" for k in ("polygraphy", "platform_has_fast_fp16", "platform_has_fast_int8", "num_DLA_cores")
         if k in found
     )
     return True, f"TensorRT {found['version']} can create a builder here ({extras})"

@@ -47,6 +47,7 @@ class CalibrationData:
         self.yielded = 0
         self.images = 0
         self.padded = 0
+        self.data_sha256: Optional[str] = None  # of the images read, after a complete iteration
         self.input_metadata = None  # set by Polygraphy; unused here
 
     def _emit(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
@@ -57,6 +58,8 @@ class CalibrationData:
 
     def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
         self.yielded = self.images = self.padded = 0
+        self.data_sha256 = None
+        digest = hashlib.sha256()
         size = self.batch_size
         pending: List[np.ndarray] = []
         pending_count = 0
@@ -67,6 +70,7 @@ class CalibrationData:
             if batch.ndim != 4 or batch.shape[0] == 0:
                 continue
             self.images += batch.shape[0]
+            digest.update(np.ascontiguousarray(batch).tobytes())
             if head_count < size:
                 head.append(batch[: size - head_count])
                 head_count += head[-1].shape[0]
@@ -92,6 +96,21 @@ class CalibrationData:
                 pending_count, need, size,
             )
             yield self._emit(np.concatenate(pending + [fill]))
+        self.data_sha256 = digest.hexdigest()
+
+
+def calibration_data_sha256(calibration_batches: Callable[[], Iterable[np.ndarray]]) -> str:
+    """SHA-256 of the calibration images (float32, in stream order), as :class:`CalibrationData` hashes them.
+
+    Independent of how the stream is cut into batches; it identifies the sample (dataset, split,
+    ``calibration.num_images``, seed) whatever the caller passes along.
+    """
+    digest = hashlib.sha256()
+    for batch in calibration_batches():
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim == 4 and batch.shape[0]:
+            digest.update(np.ascontiguousarray(batch).tobytes())
+    return digest.hexdigest()
 
 
 # --- calibration cache -----------------------------------------------------------------------------
@@ -111,16 +130,43 @@ def file_sha256(path: "str | os.PathLike") -> str:
     return digest.hexdigest()
 
 
-def write_calibration_metadata(
-    cache_path: "str | os.PathLike",
+# What makes two calibrations interchangeable: every key must be recorded and equal (None too).
+IDENTITY_KEYS = (
+    "tensorrt_version", "device", "onnx_sha256", "method", "num_images", "seed", "batch_size", "data_sha256",
+)
+# Keys that must be known (not None) on both sides: without them nothing can be compared.
+REQUIRED_KEYS = ("tensorrt_version", "device", "onnx_sha256", "batch_size", "data_sha256")
+
+
+def calibration_identity(
     trt_version: str,
     device: str,
-    onnx_sha256: Optional[str] = None,
-    extra: Optional[Dict[str, Any]] = None,
+    onnx_sha256: Optional[str],
+    batch_size: int,
+    method: Optional[str] = "entropy",
+    num_images: Optional[int] = None,
+    seed: Optional[int] = None,
+) -> Dict[str, Any]:
+    """The settings a calibration cache depends on (``data_sha256`` is added from the images).
+
+    ``batch_size`` is the batch TensorRT calibrated at (the profile's optimum batch), ``method``
+    the calibration method recorded for the row (TensorRT's calibrator is entropy only),
+    ``num_images`` and ``seed`` the sample's settings when the caller knows them.
+    """
+    return {
+        "tensorrt_version": str(trt_version), "device": str(device), "onnx_sha256": onnx_sha256,
+        "method": method, "num_images": None if num_images is None else int(num_images),
+        "seed": None if seed is None else int(seed), "batch_size": int(batch_size),
+    }
+
+
+def write_calibration_metadata(
+    cache_path: "str | os.PathLike",
+    identity: Dict[str, Any],
+    facts: Optional[Dict[str, Any]] = None,
 ) -> Path:
-    """Record the TensorRT version, device tag (and model hash) that produced a calibration cache."""
-    meta = {"tensorrt_version": trt_version, "device": device, "onnx_sha256": onnx_sha256}
-    meta.update(extra or {})
+    """Record who wrote a calibration cache (``identity``, with ``data_sha256``) and what it was fed."""
+    meta = {**identity, **(facts or {})}
     path = calibration_metadata_path(cache_path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -128,48 +174,68 @@ def write_calibration_metadata(
     return path
 
 
+def read_calibration_metadata(cache_path: "str | os.PathLike") -> Optional[Dict[str, Any]]:
+    """The ``<cache>.json`` object, or None when it is missing or unreadable."""
+    try:
+        meta = json.loads(calibration_metadata_path(cache_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def calibration_cache_is_valid(
     cache_path: "str | os.PathLike",
-    trt_version: str,
-    device: str,
-    onnx_sha256: Optional[str] = None,
+    identity: Dict[str, Any],
+    data_sha256: "Callable[[], str] | str | None" = None,
 ) -> Tuple[bool, str]:
-    """Whether a calibration cache may be reused here, and why (pure: reads, never deletes)."""
+    """Whether a calibration cache may be reused for ``identity``, and why (pure: reads, never deletes).
+
+    Every key of :data:`IDENTITY_KEYS` must be recorded and equal; metadata without a model hash
+    (or without any of :data:`REQUIRED_KEYS`) never matches. ``data_sha256`` (a string, or a
+    callable computing it, called only once everything else matched) is the calibration images'
+    hash; without it the cache cannot be shown to come from the same images and is not reused.
+    """
     cache = Path(cache_path)
     if not cache.is_file() or cache.stat().st_size == 0:
         return False, f"no calibration cache at {cache}"
     meta_path = calibration_metadata_path(cache)
     if not meta_path.is_file():
         return False, (
-            f"calibration cache {cache} has no {meta_path.name}, so the TensorRT version and "
-            "device that wrote it are unknown"
+            f"calibration cache {cache} has no {meta_path.name}, so the TensorRT version, device, "
+            "model and images that wrote it are unknown"
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        return False, f"calibration cache metadata {meta_path} is unreadable ({exc})"
-    if not isinstance(meta, dict):
-        return False, f"calibration cache metadata {meta_path} is not a JSON object"
-    if meta.get("tensorrt_version") != trt_version:
+    meta = read_calibration_metadata(cache)
+    if meta is None:
+        return False, f"calibration cache metadata {meta_path} is unreadable or not a JSON object"
+    wanted = dict(identity)
+    missing = [k for k in REQUIRED_KEYS if k != "data_sha256" and (meta.get(k) is None or wanted.get(k) is None)]
+    if missing:
+        return False, f"calibration cache {cache}: {', '.join(missing)} not recorded on both sides, so it cannot be matched"
+    for key in IDENTITY_KEYS:
+        if key == "data_sha256" or meta.get(key) == wanted.get(key):
+            continue
+        if key == "onnx_sha256":
+            return False, f"calibration cache {cache} was written for a different ONNX model"
+        what = {"tensorrt_version": "TensorRT", "device": "device"}.get(key, key)
         return False, (
-            f"calibration cache {cache} was written by TensorRT {meta.get('tensorrt_version')}, "
-            f"this is TensorRT {trt_version}"
+            f"calibration cache {cache} was written with {what} {meta.get(key)!r}, this build has "
+            f"{what} {wanted.get(key)!r}"
         )
-    if meta.get("device") != device:
-        return False, (
-            f"calibration cache {cache} was written on device {meta.get('device')!r}, "
-            f"this is {device!r}"
-        )
-    if onnx_sha256 is not None and meta.get("onnx_sha256") not in (None, onnx_sha256):
-        return False, f"calibration cache {cache} was written for a different ONNX model"
-    return True, f"calibration cache {cache} matches TensorRT {trt_version} on {device!r}"
+    digest = data_sha256() if callable(data_sha256) else data_sha256
+    if digest is None or meta.get("data_sha256") is None:
+        return False, f"calibration cache {cache}: the calibration images' hash is not known on both sides"
+    if meta["data_sha256"] != digest:
+        return False, f"calibration cache {cache} was calibrated on other images (data_sha256 differs)"
+    return True, (
+        f"calibration cache {cache} matches TensorRT {wanted['tensorrt_version']} on {wanted['device']!r}, "
+        "this model and these calibration images"
+    )
 
 
 def prepare_calibration_cache(
     cache_path: "str | os.PathLike",
-    trt_version: str,
-    device: str,
-    onnx_sha256: Optional[str] = None,
+    identity: Dict[str, Any],
+    data_sha256: "Callable[[], str] | str | None" = None,
 ) -> bool:
     """Keep a valid cache (returns True) or delete an invalid one (returns False).
 
@@ -177,7 +243,7 @@ def prepare_calibration_cache(
     without its cache (the engine stage deletes the cache before each measured build, so each one
     calibrates afresh) is removed quietly: that is the expected state, not a problem.
     """
-    valid, reason = calibration_cache_is_valid(cache_path, trt_version, device, onnx_sha256)
+    valid, reason = calibration_cache_is_valid(cache_path, identity, data_sha256)
     cache = Path(cache_path)
     meta = calibration_metadata_path(cache)
     if valid:
@@ -200,6 +266,9 @@ def make_calibrator(data_loader: CalibrationData, cache_path: "str | os.PathLike
     from polygraphy.backend.trt import Calibrator
 
     from .availability import import_tensorrt
+    from .cudart import import_cuda
+
+    import_cuda()  # the calibrator copies batches to the GPU through Polygraphy's CUDA wrapper
 
     trt = trt_module if trt_module is not None else import_tensorrt()
     return Calibrator(data_loader=data_loader, cache=str(cache_path), BaseClass=trt.IInt8EntropyCalibrator2)

@@ -28,14 +28,18 @@ from ...errors import ConfigError, EdgePTQError
 from .availability import import_tensorrt
 from .calibrator import (
     CalibrationData,
+    calibration_data_sha256,
+    calibration_identity,
     file_sha256,
     make_calibrator,
     prepare_calibration_cache,
+    read_calibration_metadata,
     write_calibration_metadata,
 )
 from .options import (
     PRECISIONS,
     check_build_request,
+    check_dla_core,
     normalize_options,
     resolve_typing,
     supports_optimization_level,
@@ -107,8 +111,9 @@ def profile_shapes(onnx_shape: List[Optional[int]], opts: Dict[str, Any], static
                 "set config key 'input_shape' to [height, width, channels]"
             )
         hwc = list(opts["input_shape"])
-        # An NCHW input ([N, 3, H, W]) has its channel count second.
-        fill = hwc if rest[-1] in (None, hwc[2]) else [hwc[2], hwc[0], hwc[1]]
+        # An NCHW input ([N, C, H, W]) has its channel count second: fill H and W there, not C.
+        nchw = input_layout(onnx_shape, channels=hwc[2]) == "NCHW"
+        fill = [hwc[2], hwc[0], hwc[1]] if nchw else hwc
         rest = [d if d is not None else f for d, f in zip(rest, fill)]
     if onnx_shape[0] is not None:
         fixed = (onnx_shape[0], *rest)
@@ -119,9 +124,9 @@ def profile_shapes(onnx_shape: List[Optional[int]], opts: Dict[str, Any], static
     return (1, *rest), opt, (opts["max_batch_size"], *rest)
 
 
-def input_layout(shape: List[Optional[int]]) -> str:
-    """'NCHW' for a [N, 3, H, W] input, else 'NHWC' (what tf2onnx writes for Keras)."""
-    return "NCHW" if len(shape) == 4 and shape[1] == 3 and shape[3] != 3 else "NHWC"
+def input_layout(shape: List[Optional[int]], channels: int = 3) -> str:
+    """'NCHW' for a [N, C, H, W] input (H, W fixed or dynamic), else 'NHWC' (what tf2onnx writes for Keras)."""
+    return "NCHW" if len(shape) == 4 and shape[1] == channels and shape[3] != channels else "NHWC"
 
 
 def uses_dla(precision: str, opts: Dict[str, Any]) -> bool:
@@ -147,6 +152,7 @@ def make_dla_postprocess(dla_core: int, gpu_fallback: bool, record: Dict[str, An
     """
 
     def postprocess(builder: Any, network: Any, config: Any) -> None:
+        check_dla_core(dla_core, getattr(builder, "num_DLA_cores", None))
         config.DLA_core = int(dla_core)
         on_dla, total = dla_placement(network, config)
         record.update(dla_layers=on_dla, network_layers=total)
@@ -338,19 +344,22 @@ def build_engine(
     }
 
     calibrating = precision == "int8" and typing == "weak" and opts["int8_mode"] == "calibration"
-    calibrator = loader = cache_path = onnx_hash = None
+    calibrator = loader = cache_path = identity = None
+    reused = False
     if calibrating:
         cache_path = Path(
             opts["calibration_cache"] or Path(calibration_dir or engine_dir) / f"{Path(onnx_path).stem}.int8.cache"
         )
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        onnx_hash = file_sha256(onnx_path)
-        reused = prepare_calibration_cache(cache_path, version, opts["device"], onnx_hash)
         # The profile's optimum batch is the calibration batch: opt of profile_shapes (DLA or not).
         opt_batch = profile_shapes(shape, opts, static=uses_dla(precision, opts))[1][0]
+        identity = calibration_identity(
+            version, opts["device"], file_sha256(onnx_path), opt_batch, method=opts.get("method", "entropy"),
+            num_images=opts.get("num_images"), seed=opts.get("seed"),
+        )
+        reused = prepare_calibration_cache(cache_path, identity, lambda: calibration_data_sha256(calibration_batches))
         loader = CalibrationData(calibration_batches, name, batch_size=opt_batch, layout=layout)
         calibrator = make_calibrator(loader, cache_path, trt)
-        facts.update(calibration_cache=str(cache_path), calibration_cache_reused=reused)
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=scratch_prefix(precision), dir=engine_dir) as scratch:
@@ -378,24 +387,47 @@ def build_engine(
     if not data:
         raise EdgePTQError(f"TensorRT returned an empty engine for {onnx_path} ({precision})")
     data = bytes(data)
+    if loader is not None:
+        # Before the engine is written: an engine calibrated on nothing must not land on disk.
+        facts.update(calibration_facts(loader, cache_path, identity, reused, onnx_path))
     _write_atomically(Path(engine_path), data)
     facts.update(record)
-
-    if loader is not None:
-        if loader.yielded == 0 and not facts.get("calibration_cache_reused"):
-            raise EdgePTQError(
-                f"INT8 calibration of {onnx_path} fed TensorRT no batches; check calibration.num_images"
-            )
-        facts.update(
-            calibration_batches=loader.yielded,
-            calibration_batch_size=loader.batch_size,
-            calibration_images=loader.images,
-            calibration_images_padded=loader.padded,
-        )
-        if cache_path is not None and cache_path.is_file():
-            write_calibration_metadata(
-                cache_path, version, opts["device"], onnx_hash,
-                extra={"batches": loader.yielded, "batch_size": loader.batch_size},
-            )
     facts.update(build_s=build_s, engine_bytes=len(data))
+    return facts
+
+
+def calibration_facts(
+    loader: CalibrationData, cache_path: Path, identity: Dict[str, Any], reused: bool, onnx_path: Any,
+) -> Dict[str, Any]:
+    """What calibrated this engine; refuses a calibration that fed TensorRT nothing.
+
+    A fresh calibration records what it fed and writes ``<cache>.json``. A build that reused a
+    valid cache (TensorRT read it and asked for no batch) records what calibrated that cache, from
+    its JSON, and ``calibration_batches_fed: 0``; the JSON is left as it is.
+    """
+    if loader.yielded == 0:
+        meta = read_calibration_metadata(cache_path) if reused else None
+        if meta is None:
+            raise EdgePTQError(
+                f"INT8 calibration of {onnx_path} fed TensorRT no batches (from {loader.images} images); "
+                "check calibration.num_images and the train split"
+            )
+        return {
+            "calibration_cache": str(cache_path), "calibration_cache_reused": True, "calibration_batches_fed": 0,
+            "calibration_batches": meta.get("batches"), "calibration_batch_size": meta.get("batch_size"),
+            "calibration_images": meta.get("images"), "calibration_images_padded": meta.get("padded"),
+        }
+    facts = {
+        "calibration_cache": str(cache_path), "calibration_cache_reused": False,
+        "calibration_batches_fed": loader.yielded, "calibration_batches": loader.yielded,
+        "calibration_batch_size": loader.batch_size, "calibration_images": loader.images,
+        "calibration_images_padded": loader.padded,
+    }
+    if reused:
+        LOG.warning("TensorRT did not use the calibration cache %s and calibrated afresh", cache_path)
+    if cache_path.is_file():
+        write_calibration_metadata(
+            cache_path, {**identity, "data_sha256": loader.data_sha256},
+            {"batches": loader.yielded, "images": loader.images, "padded": loader.padded},
+        )
     return facts

@@ -201,11 +201,14 @@ def resolve_typing(opts: Dict[str, Any], version: str) -> str:
     return requested
 
 
-def check_build_request(precisions: Sequence[str], options: Optional[Dict[str, Any]], version: str) -> str:
+def check_build_request(
+    precisions: Sequence[str], options: Optional[Dict[str, Any]], version: str, num_dla_cores: Optional[int] = None,
+) -> str:
     """Refuse, naming the key, any precision this TensorRT cannot build with these options.
 
-    Cheap and import-free: meant for planning time (``version`` from :func:`..version`) and again
-    at build time. Returns the network typing that will be used ('weak' or 'strong').
+    Cheap and import-free: meant for planning time (``version`` from :func:`..version`,
+    ``num_dla_cores`` from :func:`..probe`) and again at build time. Returns the network typing
+    that will be used ('weak' or 'strong').
     """
     problem = version_problem(version)
     if problem:
@@ -214,6 +217,8 @@ def check_build_request(precisions: Sequence[str], options: Optional[Dict[str, A
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         raise ConfigError(f"precisions {bad} are not ones TensorRT builds here; use {list(PRECISIONS)}")
+    if any(p != "fp32" for p in precisions):  # DLA runs FP16/INT8 only; fp32 ignores dla_core
+        check_dla_core(opts.get("dla_core"), num_dla_cores)
     typing = resolve_typing(opts, version)
     if typing == "strong" and "int8" in precisions and opts["int8_mode"] == "calibration":
         why = (
@@ -226,6 +231,24 @@ def check_build_request(precisions: Sequence[str], options: Optional[Dict[str, A
             f"{why}; set tensorrt.int8_mode: qdq (the workflow makes the Q/DQ model) or drop int8"
         )
     return typing
+
+
+def check_dla_core(dla_core: Optional[int], num_dla_cores: Optional[int]) -> None:
+    """Refuse a DLA core index the device does not have (``IBuilder.num_DLA_cores``; None: unknown).
+
+    With ``gpu_fallback`` a build for a missing core could otherwise end up on the GPU while its
+    rows say DLA.
+    """
+    if dla_core is None or num_dla_cores is None:
+        return
+    cores = int(num_dla_cores)
+    if int(dla_core) >= cores:
+        have = "has no DLA core" if cores == 0 else f"has {cores} DLA core(s), numbered 0..{cores - 1}"
+        raise ConfigError(
+            f"config key 'tensorrt.dla_core' is {dla_core}, but this device {have} "
+            f"(TensorRT's num_DLA_cores = {cores}); "
+            + ("set tensorrt.dla_core: null" if cores == 0 else f"use 0..{cores - 1} or null")
+        )
 
 
 def versioned_timing_cache(path: str, device: str, version: str) -> str:

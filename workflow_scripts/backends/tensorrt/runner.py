@@ -2,8 +2,12 @@
 
 Two paths over the same buffers:
 
-- :meth:`TensorRTRunner.run` is the *bare* path the latency samples time: copy in, execute,
-  copy out, synchronise the stream; no CUDA events.
+- :meth:`TensorRTRunner.run` is the path the latency samples time. One sample is one ``run``
+  call: the NHWC float32 batch converted to the engine's input dtype and layout (NCHW engines:
+  a transpose) while it is copied into page-locked host memory (``np.copyto``), a
+  ``cudaMemcpyAsync`` host to device, ``execute_async_v3``, a ``cudaMemcpyAsync`` device to host,
+  ``cudaStreamSynchronize``, and a copy of the scores out of page-locked memory as float32. No
+  CUDA events; ``set_input_shape`` only when the batch shape changes (never between samples).
 - :meth:`TensorRTRunner.timed_infer` records four CUDA events around the copies and the compute
   (trtexec's H2D/compute/D2H breakdown); the latency stage calls it in a separate pass, so the
   events never sit inside a latency sample.
@@ -17,6 +21,7 @@ gone since NumPy 1.24.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,8 @@ import numpy as np
 
 from ...errors import EdgePTQError
 from .availability import import_tensorrt
+
+LOG = logging.getLogger(__name__)
 
 # trt.DataType member name -> NumPy dtype. Names a TensorRT version lacks are simply absent there.
 DTYPE_NAMES = {
@@ -142,7 +149,9 @@ class TensorRTRunner:
     ) -> None:
         trt = trt_module if trt_module is not None else import_tensorrt()
         if cuda_module is None:
-            from polygraphy import cuda as cuda_module
+            from .cudart import import_cuda
+
+            cuda_module = import_cuda()
         self._trt = trt
         self._cuda = cuda_module
         self.threads = threads  # TensorRT inference does not use CPU threads; kept for the record
@@ -164,6 +173,8 @@ class TensorRTRunner:
         self.input_name, self.output_name = inputs[0], outputs[0]
         in_shape = tuple(self.engine.get_tensor_shape(self.input_name))
         self._nchw = len(in_shape) == 4 and in_shape[1] == 3 and in_shape[3] != 3
+        self.profile_batches = profile_batch_range(self.engine, self.input_name, in_shape)
+        self.split_calls = 0  # run() calls whose batch had to be split or padded to fit the profile
         self._in_dtype = numpy_dtype(trt, self.engine.get_tensor_dtype(self.input_name))
         self._out_dtype = numpy_dtype(trt, self.engine.get_tensor_dtype(self.output_name))
         self._stream = cuda_module.Stream()
@@ -181,8 +192,8 @@ class TensorRTRunner:
             return
         if not self.context.set_input_shape(self.input_name, shape):
             raise EdgePTQError(
-                f"input shape {shape} is outside the engine's optimisation profile; rebuild with a "
-                "larger tensorrt.max_batch_size"
+                f"TensorRT refused input shape {shape} (profile batches {self.profile_batches}); "
+                "the engine was built for another image size: rebuild it"
             )
         self._out_shape = tuple(int(d) for d in self.context.get_tensor_shape(self.output_name))
         in_bytes = int(np.prod(shape)) * self._in_dtype.itemsize
@@ -213,7 +224,38 @@ class TensorRTRunner:
             raise EdgePTQError("TensorRT execute_async_v3 failed; see the TensorRT log above")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Class scores for one float32 NHWC batch in 0..255: the bare path, no CUDA events."""
+        """Class scores for one float32 NHWC batch in 0..255: the bare path, no CUDA events.
+
+        A batch the engine's profile cannot take whole is run in parts: split into chunks of the
+        profile's largest batch, and a chunk smaller than its smallest batch (a DLA engine's static
+        batch; the last evaluation batch) topped up with copies of its last image, whose scores are
+        dropped. Latency samples use the benchmark batch, which the profile always covers, so they
+        never take this path.
+        """
+        lo, hi = self.profile_batches
+        if not lo <= len(batch) <= hi:
+            return self._run_in_parts(batch, lo, hi)
+        return self._run_whole(batch)
+
+    def _run_in_parts(self, batch: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        if len(batch) == 0:
+            raise EdgePTQError("TensorRT runner was given an empty batch")
+        self.split_calls += 1
+        if self.split_calls == 1:
+            LOG.info(
+                "batches of %d images run in parts of %d..%d images (the engine's profile); scores of "
+                "padding images are dropped", len(batch), lo, hi,
+            )
+        parts = []
+        for start in range(0, len(batch), hi):
+            part = np.asarray(batch[start:start + hi])
+            count = len(part)
+            if count < lo:
+                part = np.concatenate([part, np.repeat(part[-1:], lo - count, axis=0)])
+            parts.append(self._run_whole(part)[:count])
+        return np.concatenate(parts)
+
+    def _run_whole(self, batch: np.ndarray) -> np.ndarray:
         in_bytes = self._stage_input(batch)
         kind = self._cuda.MemcpyKind
         wrapper = self._cuda.wrapper()
@@ -226,6 +268,12 @@ class TensorRTRunner:
 
     def timed_infer(self, batch: np.ndarray) -> TimedResult:
         """Run one batch, timing copy-in, compute and copy-out with CUDA events (the breakdown pass)."""
+        lo, hi = self.profile_batches
+        if not lo <= len(batch) <= hi:
+            raise EdgePTQError(
+                f"timed_infer times one engine call, but a batch of {len(batch)} images is outside the "
+                f"engine's profile ({lo}..{hi} images); use the benchmark batch (benchmark.batch_size)"
+            )
         in_bytes = self._stage_input(batch)  # into pinned memory, outside the timed region
         kind = self._cuda.MemcpyKind
         wrapper = self._cuda.wrapper()
@@ -261,6 +309,18 @@ class TensorRTRunner:
         self.context = None
         self.engine = None
         self._runtime = None
+
+
+def profile_batch_range(engine: Any, input_name: str, in_shape: Tuple[int, ...]) -> Tuple[int, int]:
+    """(smallest, largest) batch the engine's first optimization profile accepts for its input.
+
+    A static batch dimension is both; otherwise ``ICudaEngine.get_tensor_profile_shape(name, 0)``
+    (TensorRT >= 8.5, as Polygraphy's engine inspector reads it) gives (min, opt, max) shapes.
+    """
+    if in_shape and int(in_shape[0]) > 0:
+        return int(in_shape[0]), int(in_shape[0])
+    lo, _opt, hi = engine.get_tensor_profile_shape(input_name, 0)
+    return int(lo[0]), int(hi[0])
 
 
 def load_runner(engine_path: "str | os.PathLike", threads: Optional[int] = None) -> TensorRTRunner:
