@@ -5,6 +5,7 @@
 # image set one statistics artifact (ranges + histograms), which every variant of that set reads.
 from workflow_scripts.calibration_variants import (  # noqa: E402
     AUTO_VARIANT,
+    NNCF_VARIANT,
     VARIANT_REGEX,
     expand_variants,
     parse_variant,
@@ -38,6 +39,12 @@ STUDY_FP16 = "fp16" in config["precisions"]
 STUDY_CAL = f"{ENGINE_DIR}/calibration"
 # The ONNX Runtime INT8 type settings (CPU policy, reduce_range resolved at planning) of every study build.
 STUDY_INT8_OPTIONS = {k: config.get("onnxruntime", {}).get(k) for k in ("int8_cpu_policy", "reduce_range")}
+NNCF_CAL = "{results}/{device}/{backend}/{dataset}_{size}px/{model}/calibration"
+NNCF_TABLES = [
+    path
+    for name in ("predictions.parquet", "latency.parquet", "json")
+    for path in matrix(f"{STUDY_CAL}/{NNCF_VARIANT}{'.' if name == 'json' else '_'}{name}", backend="openvino")
+] if STUDY_NNCF else []
 # Every table the study summary reads, for the current matrix and variant list.
 STUDY_INPUTS = {
     "fp32": matrix(f"{ENGINE_DIR}/fp32_predictions.parquet", backend=BACKEND) + matrix(f"{ENGINE_DIR}/fp32_latency.parquet", backend=BACKEND),
@@ -51,6 +58,7 @@ STUDY_INPUTS = {
     "sensitivity": matrix(f"{STUDY_CAL}/sensitivity.parquet", backend=BACKEND),
     "fp16": matrix(f"{ENGINE_DIR}/fp16_predictions.parquet", backend=BACKEND) if STUDY_FP16 else [],
     "auto": matrix(f"{STUDY_CAL}/{AUTO_VARIANT}.json", backend=BACKEND) if STUDY_AUTO else [],
+    "nncf": NNCF_TABLES,
 }
 STUDY_OUTPUTS = {
     "study": f"{STUDY_DIR}/calibration_study.parquet",
@@ -59,6 +67,9 @@ STUDY_OUTPUTS = {
     "sensitivity_md": f"{STUDY_DIR}/calibration_sensitivity_worst.md",
     "drop_figure": f"{STUDY_DIR}/calibration_drop.png",
     "fallback_figure": f"{STUDY_DIR}/calibration_fallback_latency.png",
+    "rescue": f"{STUDY_DIR}/calibration_rescue.md",
+    "rescue_table": f"{STUDY_DIR}/calibration_rescue.parquet",
+    "sensitivity_figure": f"{STUDY_DIR}/calibration_sensitivity.png",
 }
 # What the default target adds when calibration_study.enabled is true (see all_targets in common.smk).
 CALIBRATION_STUDY_TARGETS = list(STUDY_OUTPUTS.values())
@@ -221,6 +232,68 @@ rule calibration_int8_auto:
         "../workflow_scripts/shims/calibration_auto.py"
 
 
+# NNCF's accuracy control on OpenVINO, the comparison for int8-auto (calibration_study.nncf_rescue):
+# its engine lives under the openvino backend folder so the workflow's evaluate and latency rules load it
+# with the OpenVINO runner.
+rule calibration_nncf_rescue:
+    input:
+        data_files,
+        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+    output:
+        engine=f"{NNCF_CAL}/{NNCF_VARIANT}.xml",
+        weights=f"{NNCF_CAL}/{NNCF_VARIANT}.bin",
+        record=f"{NNCF_CAL}/{NNCF_VARIANT}.json",
+    wildcard_constraints:
+        backend="openvino",
+    params:
+        data_dir=data_dir,
+        start=STUDY_START,
+        nncf=STUDY.get("nncf_rescue", {}),
+        val_images=STUDY_AUTO_CONFIG.get("val_images", 0),
+        batch_size=config["calibration"]["batch_size"],
+        seed=config["seed"],
+    threads: job_cores
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/nncf-ac.log",
+    conda:
+        "../envs/openvino.yaml"
+    script:
+        "../workflow_scripts/shims/calibration_nncf.py"
+
+
+use rule evaluate_engine as evaluate_nncf_rescue with:
+    input:
+        data_files,
+        engine=f"{NNCF_CAL}/{NNCF_VARIANT}.xml",
+        beside=f"{NNCF_CAL}/{NNCF_VARIANT}.bin",
+    output:
+        accuracy=f"{NNCF_CAL}/{NNCF_VARIANT}_accuracy.parquet",
+        predictions=f"{NNCF_CAL}/{NNCF_VARIANT}_predictions.parquet",
+    wildcard_constraints:
+        backend="openvino",
+    params:
+        labels=lambda w: variant_labels(NNCF_VARIANT, w.dataset, w.model, w.size),
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/nncf-ac_evaluate.log",
+
+
+use rule benchmark_latency as benchmark_nncf_rescue with:
+    input:
+        data_files,
+        engine=f"{NNCF_CAL}/{NNCF_VARIANT}.xml",
+        beside=f"{NNCF_CAL}/{NNCF_VARIANT}.bin",
+    output:
+        summary=f"{NNCF_CAL}/{NNCF_VARIANT}_latency.parquet",
+        samples=f"{NNCF_CAL}/{NNCF_VARIANT}_latency_samples.parquet",
+        resources=f"{NNCF_CAL}/{NNCF_VARIANT}_latency_resources.parquet",
+    wildcard_constraints:
+        backend="openvino",
+    params:
+        labels=lambda w: variant_labels(NNCF_VARIANT, w.dataset, w.model, w.size),
+    log:
+        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/nncf-ac_latency.log",
+
+
 rule calibration_study_summary:
     input:
         **STUDY_INPUTS,
@@ -230,7 +303,9 @@ rule calibration_study_summary:
             for key, path in STUDY_OUTPUTS.items()
         },
     params:
-        cells=study_cells(config, RESULTS, DEVICE, BACKEND, STUDY_BASELINE),
+        cells=study_cells(config, RESULTS, DEVICE, BACKEND, STUDY_BASELINE, nncf_backend="openvino" if STUDY_NNCF else None),
+        start=STUDY_START,
+        with_nncf=STUDY_NNCF,
         variants=STUDY_VARIANTS,
         with_auto=STUDY_AUTO,
         with_fp16=STUDY_FP16,

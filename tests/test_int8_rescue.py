@@ -185,3 +185,36 @@ def test_int8_auto_judges_on_validation_and_never_reads_the_test_split(tiny_stud
                            labels={"model": "tiny"}, provenance={"device": "test", "backend": "onnxruntime",
                                                                  "config_hash": "x"}, criterion="point")
     assert record["reached_target"] and record["kept_nodes"] == [] and record["val_images"] == 200
+
+
+# --- the comparison: NNCF's accuracy control on the same tiny model and validation images ---------------
+
+def test_nncf_report_lines_are_parsed():
+    from workflow_scripts.nncf_rescue import parse_report
+
+    report = parse_report([
+        "Metric of initial model: 0.9",
+        "Metric of quantized model: 0.3",
+        "Accuracy drop: 0.6 (absolute)",
+        "Total number of quantized operations in the model: 77",
+        "Accuracy drop with the new quantization scope is 0.2 (absolute)",
+        "3 out of 77 were reverted back to the floating-point precision:\n\tconv_a\n\tconv_b\n\tadd_c",
+    ])
+    assert report["reverted_operations"] == 3 and report["quantized_operations"] == 77
+    assert report["reverted_names"] == ["conv_a", "conv_b", "add_c"]
+    assert report["logged_drops"] == [0.6, 0.2] and report["quantized_val_drop_points"] == pytest.approx(60.0)
+
+
+def test_nncf_rescue_runs_on_validation_only_and_saves_a_loadable_engine(tiny_study, tmp_path):
+    from workflow_scripts.backends import openvino_backend as ovb
+    from workflow_scripts.nncf_rescue import run_nncf_rescue
+
+    root, model, data = tiny_study
+    assert not list(data.glob("test_*"))  # NNCF's validation dataset is the validation split
+    record = run_nncf_rescue(model, data, "minmax-n8-pt-asym-none", 8, 1.0, "mixed", 50, 150, 0,
+                             tmp_path / "nncf-ac.xml", tmp_path / "nncf-ac.json")
+    assert record["val_split"] == "val" and record["val_images"] == 150 and record["calibration_images"] == 8
+    assert record["per_channel_weights"] is False and record["fake_quantize_nodes"] > 0
+    assert record["val_top1_fp32"] == 1.0 and record["float_nodes"] >= 0
+    runner = ovb.load_runner(tmp_path / "nncf-ac.xml")
+    assert runner.run(np.zeros((2, 8, 8, 3), np.float32)).shape == (2, 3)

@@ -258,8 +258,14 @@ def best_markdown(study: pd.DataFrame, best: pd.DataFrame, int8_target: float, f
 
 def summarize_study(cells: list[dict], variants: list[str], with_auto: bool, with_fp16: bool,
                     sensitivity_tables: list[str], int8_target: float, fp16_target: float, top_k: int,
-                    n_resamples: int, seed: int, out: dict) -> pd.DataFrame:
-    """Write the study Parquet, the best-configuration Markdown, the worst-layer tables and the figures."""
+                    n_resamples: int, seed: int, out: dict, start_variant: str | None = None,
+                    with_nncf: bool = False) -> pd.DataFrame:
+    """Write the study Parquet, the best-configuration Markdown, the worst-layer tables and the figures.
+
+    With ``int8-auto`` and ``out["rescue"]``: the rescue table (start variant, int8-auto and, with
+    ``with_nncf``, NNCF's accuracy control; each cell's ``nncf_dir`` names NNCF's folder) and
+    ``out["sensitivity_figure"]``.
+    """
     from .artifacts import atomic_path, write_parquet, write_text
 
     study = pd.concat([study_rows(c, variants, with_auto, with_fp16, n_resamples, seed) for c in cells],
@@ -279,4 +285,38 @@ def summarize_study(cells: list[dict], variants: list[str], with_auto: bool, wit
     write_text("\n".join(lines), out["sensitivity_md"])
     with atomic_path(out["drop_figure"]) as drop_tmp, atomic_path(out["fallback_figure"]) as fb_tmp:
         plot_study(study, drop_tmp, fb_tmp)
+    if "rescue" in out:
+        write_rescue(cells, sensitivity_tables, start_variant or cells[0]["baseline"], with_auto, with_nncf,
+                     n_resamples, seed, out)
     return study
+
+
+def write_rescue(cells: list[dict], sensitivity_tables: list[str], start_variant: str, with_auto: bool,
+                 with_nncf: bool, n_resamples: int, seed: int, out: dict) -> pd.DataFrame:
+    """The rescue table (Parquet beside the Markdown) and the sensitivity figure per model."""
+    from .artifacts import atomic_path, write_parquet, write_text
+    from .device import cpu_model
+    from .rescue_report import plot_sensitivity, rescue_markdown, rescue_rows
+
+    tables, figures = [], []
+    by_model = {}
+    for path in sensitivity_tables:
+        frame = pd.read_parquet(path)
+        by_model[(frame["dataset"].iloc[0], frame["model"].iloc[0])] = frame
+    for cell in cells:
+        if with_auto:
+            tables.append(rescue_rows(cell, start_variant, with_nncf, n_resamples, seed, cell.get("nncf_dir")))
+        frame = by_model.get((cell["dataset"], cell["model"]))
+        if frame is None:
+            continue
+        cal = Path(cell["engine_dir"]) / "calibration"
+        ours = set(json.loads((cal / f"{AUTO_VARIANT}.json").read_text())["kept_nodes"]) if with_auto else set()
+        nncf_record = Path(cell.get("nncf_dir") or cal) / "nncf-ac.json"
+        nncf = set(json.loads(nncf_record.read_text()).get("reverted_names", [])) if with_nncf and nncf_record.is_file() else set()
+        figures.append((f"{cell['model']} on {cell['dataset']}: {start_variant}", frame, ours, nncf))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    write_parquet(table, out["rescue_table"])
+    write_text(rescue_markdown(table, cpu_model()) if len(table) else "(int8-auto disabled)\n", out["rescue"])
+    with atomic_path(out["sensitivity_figure"]) as tmp:
+        plot_sensitivity(figures, tmp)
+    return table

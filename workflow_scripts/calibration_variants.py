@@ -30,6 +30,8 @@ from .errors import ConfigError
 METHODS = ("entropy", "minmax", "percentile")
 PRESETS = ("swish", "squeeze_excite", "first_conv", "classifier")
 AUTO_VARIANT = "int8-auto"
+# The same rescue by NNCF's quantize_with_accuracy_control on OpenVINO (workflow_scripts/nncf_rescue.py).
+NNCF_VARIANT = "nncf-ac"
 # Wildcard regex of a variant id (Snakemake constraint); int8-auto is matched separately.
 VARIANT_REGEX = r"(entropy|minmax|percentile[0-9]+(\.[0-9]+)?)-n[0-9]+-(pc|pt)-(sym|asym)-[A-Za-z0-9_.+]+"
 _ID = re.compile(r"^(?P<method>entropy|minmax|percentile(?P<pct>[0-9]+(\.[0-9]+)?))-n(?P<n>[0-9]+)-"
@@ -154,17 +156,25 @@ def variant_options(variant: Variant, exclude_op_types: list[str], exclude_nodes
 def variant_labels(variant_id: str, dataset: str, model: str, size: int | str) -> dict:
     """Columns every row of a variant's tables carries (accuracy, predictions, latency)."""
     base = {"dataset": dataset, "model": model, "input_size": int(size), "precision": "int8"}
-    if variant_id == AUTO_VARIANT:
-        return {**base, "variant": AUTO_VARIANT, "method": "auto", "percentile": float("nan"), "num_images": 0,
-                "per_channel": True, "symmetric_activations": False, "exclude": "auto"}
+    if variant_id in (AUTO_VARIANT, NNCF_VARIANT):
+        return {**base, "variant": variant_id, "method": "auto" if variant_id == AUTO_VARIANT else "nncf",
+                "percentile": float("nan"), "num_images": 0, "per_channel": True, "symmetric_activations": False,
+                "exclude": "auto"}
     return {**base, **parse_variant(variant_id).labels()}
 
 
-def study_cells(config: dict, results: str, device: str, backend: str, baseline: str) -> list[dict]:
-    """The study summary's (dataset, model) cells with their engine folders."""
+def study_cells(config: dict, results: str, device: str, backend: str, baseline: str,
+                nncf_backend: str | None = None) -> list[dict]:
+    """The study summary's (dataset, model) cells with their engine folders (and NNCF's calibration folder)."""
     from .paths import engine_dir
 
     size = int(config["input_size"])
-    return [{"dataset": dataset, "model": model, "input_size": size, "baseline": baseline,
-             "engine_dir": engine_dir(results, device, backend, dataset, size, model)}
-            for dataset in config["datasets"] for model in config["models"]]
+    cells = []
+    for dataset in config["datasets"]:
+        for model in config["models"]:
+            cell = {"dataset": dataset, "model": model, "input_size": size, "baseline": baseline,
+                    "engine_dir": engine_dir(results, device, backend, dataset, size, model)}
+            if nncf_backend:
+                cell["nncf_dir"] = f"{engine_dir(results, device, nncf_backend, dataset, size, model)}/calibration"
+            cells.append(cell)
+    return cells

@@ -15,5 +15,7 @@ run(sm, lambda: summarize_study(
     n_resamples=p.n_resamples,
     seed=p.seed,
     out={key: sm.output[key] for key in ("study", "best", "sensitivity", "sensitivity_md", "drop_figure",
-                                          "fallback_figure")},
+                                          "fallback_figure", "rescue", "rescue_table", "sensitivity_figure")},
+    start_variant=p.start,
+    with_nncf=p.with_nncf,
 ))
