@@ -33,6 +33,9 @@ RULE_STAGE: dict[str, str] = {
     "benchmark_calibration_variant": "device",
     "calibration_sensitivity": "device",
     "calibration_int8_auto": "device",
+    "calibration_nncf_rescue": "device",
+    "evaluate_nncf_rescue": "device",
+    "benchmark_nncf_rescue": "device",
     "calibration_study_summary": "summary",
     "summarize": "summary",
     "plot_figures": "summary",
@@ -58,6 +61,8 @@ MEASURING_RULES = frozenset({
     "build_calibration_variant",
     "benchmark_calibration_variant",
     "calibration_int8_auto",
+    "calibration_nncf_rescue",
+    "benchmark_nncf_rescue",
 })
 
 
