@@ -79,7 +79,8 @@ rule report_html:
     params:
         summary_dir=summary_dir_of_tables,
         table_names=REPORT_TABLES,
-        captions_dir=str(Path(workflow.basedir) / "report"),
+        # No path of the checkout here (a moved checkout would rerun the job): the captions are
+        # read from the report/ folder beside workflow_scripts (report_html.CAPTIONS_DIR).
     resources:
         mem_mb=config["resources"]["decide"]["mem_mb"],
         runtime=config["resources"]["decide"]["runtime"],

@@ -13,6 +13,7 @@ from .artifacts import write_parquet, write_text
 from .backends import get_backend
 from .compression import timed_stage
 from .data_io import calibration_indices, iter_batches, open_split, read_meta
+from .engine_check import engine_digests
 from .errors import EdgePTQError
 from .latency import engine_mb
 from .monitor import make_monitor, summarize_resources
@@ -106,6 +107,33 @@ def remove_stale_work_dirs(folder: str | Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def remove_stale_engine_scratch(engine_path: str | Path, companions: tuple[str, ...] = ()) -> None:
+    """Remove what a killed build of this engine left beside it: its OpenVINO IR folders
+    (``.tmp-ir-<precision>-*``, and the unnamed ``.tmp-ir-*`` of older versions) and the companion
+    scratch files (``.tmp-<random>-<precision>.bin``) of :func:`compression.timed_stage`.
+
+    Only this engine's job writes these names (Snakemake runs one job per output at a time), so no
+    running build can own them; other precisions' builds use other names.
+    """
+    engine = Path(engine_path)
+    folder = engine.parent
+    if not folder.is_dir():
+        return
+    stale = [p for p in folder.glob(f".tmp-ir-{engine.stem}-*") if p.is_dir()]
+    # Older versions named the IR folder .tmp-ir-<8 random characters>, without the precision.
+    stale += [p for p in folder.glob(".tmp-ir-*") if p.is_dir() and len(p.name) == len(".tmp-ir-") + 8
+              and "-" not in p.name[len(".tmp-ir-"):]]
+    for ext in companions:
+        stale += [p for p in folder.glob(f".tmp-*-{engine.stem}.{ext}")
+                  if p.is_file() and "-" not in p.name[len(".tmp-"):-len(engine.stem) - len(ext) - 2]]
+    for path in stale:
+        log.info("removing %s, left by an interrupted build", path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def build_engine_benchmark(backend: str, source_path: str | Path, engine_path: str | Path, precision: str,
                            data_dir: str | Path, calibration: dict, backend_options: dict,
                            build_table: str | Path, resources_table: str | Path,
@@ -123,6 +151,7 @@ def build_engine_benchmark(backend: str, source_path: str | Path, engine_path: s
         check_onnx_model(source_path)
     check_input_size(source_path, int(read_meta(data_dir)["input_size"]))
     module = get_backend(backend)
+    remove_stale_engine_scratch(engine_path, backend_entry(backend).companions)
     batches = None
     if precision == "int8":
         remove_stale_work_dirs(Path(engine_path).parent)
@@ -156,6 +185,9 @@ def build_engine_benchmark(backend: str, source_path: str | Path, engine_path: s
         write_text(facts.get("calibration_json_text") or json.dumps(scalars, indent=2, default=str), calibration_json)
     runs["precision"] = precision
     runs["engine_mb"] = engine_mb(backend, engine_path)
+    # What the later jobs and the summary check the engine against (engine_check.check_engine).
+    for column, digest in engine_digests(backend, engine_path).items():
+        runs[column] = digest
     runs["onnx_mb"] = Path(source_path).stat().st_size / 1e6
     # The method the backend really used (LiteRT and NNCF: their own min/max), else the configured one.
     runs["calibration_method"] = (str(facts.get("calibration_method") or calibration.get("method", ""))

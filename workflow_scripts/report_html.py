@@ -86,6 +86,10 @@ def gallery_html(figures: list[str | Path], captions_dir: str | Path) -> str:
     return page("Figures", "\n".join(parts))
 
 
+# The figure captions of the Snakemake report (report/<figure>.rst), found from this file so that no
+# absolute path of the checkout enters a rule's params.
+CAPTIONS_DIR = Path(__file__).resolve().parent.parent / "report"
+
 TABLE_NOTES = {
     "decision": "One row per engine: the budgets it breaks (rejection), whether it is chosen, its rank.",
     "claims": "The study's headline numbers per device and backend, with 95% intervals and comparability.",
@@ -93,10 +97,12 @@ TABLE_NOTES = {
 
 
 def write_report_pages(summary_dir: str | Path, tables: list[str], markdown: list[str], figures: list[str],
-                       captions_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write <table>.html for each summary table, <name>.html for each Markdown page, and figures.html."""
+                       captions_dir: str | Path | None, out_dir: str | Path) -> list[Path]:
+    """Write <table>.html for each summary table, <name>.html for each Markdown page, and figures.html
+    (captions from ``captions_dir``, by default the checkout's report/ folder: :data:`CAPTIONS_DIR`)."""
     from .artifacts import write_text
 
+    captions_dir = CAPTIONS_DIR if captions_dir is None else captions_dir
     summary_dir, out_dir = Path(summary_dir), Path(out_dir)
     written = []
     for name in tables:

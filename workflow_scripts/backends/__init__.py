@@ -9,6 +9,11 @@ Every backend module offers the same calls:
   the artifact named by the registry entry's ``source`` (the ONNX export, or the Keras model);
 - ``load_runner(engine_path, threads)`` returns a :class:`Runner`.
 
+:func:`get_backend` hands out the module behind a thin wrapper whose ``load_runner`` first checks
+the engine (:func:`workflow_scripts.engine_check.check_engine`: present, non-empty, the digests its
+build recorded) and turns a runtime's failure to load it into one clear error naming the file, the
+cause and the command that rebuilds it (never a library traceback).
+
 ``calibration_batches`` is a zero-argument callable returning an iterator of float32 NHWC
 batches in 0..255, produced by ``workflow_scripts.data_io.iter_batches``: the same code that
 feeds evaluation, so calibration and evaluation can never disagree on layout or range, and every
@@ -48,9 +53,34 @@ def resolve_backend(requested: str) -> str:
     return "tensorrt" if tensorrt_status()[0] else "onnxruntime"
 
 
-def get_backend(name: str):
-    """Import and return the backend module ``name`` (heavy imports happen here, not at DAG time)."""
-    return registry.load(name)
+class CheckedBackend:
+    """A backend module whose ``load_runner`` checks the engine first; every other attribute is the module's."""
+
+    def __init__(self, name: str, module):
+        self.name = name
+        self.module = module
+
+    def __getattr__(self, attribute: str):
+        return getattr(self.module, attribute)
+
+    def load_runner(self, engine_path, threads: int = 0):
+        """The module's runner for ``engine_path``, after :func:`~workflow_scripts.engine_check.check_engine`."""
+        from ..engine_check import check_engine, load_error
+        from ..errors import EdgePTQError
+
+        check_engine(self.name, engine_path)
+        try:
+            return self.module.load_runner(engine_path, threads)
+        except (EdgePTQError, MemoryError):
+            raise
+        except Exception as exc:  # each runtime raises its own kinds (RuntimeError, ValueError, Fail, ...)
+            raise load_error(self.name, engine_path, exc) from exc
+
+
+def get_backend(name: str) -> CheckedBackend:
+    """Import the backend module ``name`` (heavy imports happen here, not at DAG time); its
+    ``load_runner`` checks the engine first (:class:`CheckedBackend`)."""
+    return CheckedBackend(name, registry.load(name))
 
 
 __all__ = ["BackendUnavailable", "Runner", "get_backend", "resolve_backend", "tensorrt_status"]

@@ -34,6 +34,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EdgePTQError
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,39 @@ def _save_pair(model, engine_path: Path, compress_to_fp16: bool) -> None:
     import openvino as ov
 
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tmp-ir-", dir=engine_path.parent) as tmp_name:
+    # Named after the final engine's stem (fp32, int8; a scratch name .tmp-<random>-fp32 gives fp32):
+    # the next build of this engine removes one a killed build left behind
+    # (engine.remove_stale_engine_scratch).
+    stem = re.sub(r"^\.tmp-[^-]+-", "", engine_path.stem)
+    with tempfile.TemporaryDirectory(prefix=f".tmp-ir-{stem}-", dir=engine_path.parent) as tmp_name:
         tmp_xml = Path(tmp_name) / "model.xml"
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
+        try:
+            ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
+        except RuntimeError as exc:  # a failed write reads 'basic_ios::clear: iostream error'
+            raise write_error(engine_path.with_name(f"{stem}.xml"), Path(tmp_name), exc) from exc
         publish_engine(tmp_xml, engine_path)
+
+
+class EngineWriteError(EdgePTQError):
+    """OpenVINO could not write an IR (not for lack of space: that is DiskFull)."""
+
+
+def write_error(engine_path: Path, tmp_dir: Path, exc: BaseException) -> EdgePTQError:
+    """The error for a failed ``save_model``: DiskFull (naming the folder, what was written and what is
+    free) when the disk holding the engine is (nearly) full, else the file, OpenVINO's message and the fix."""
+    import shutil
+
+    from ..artifacts import disk_full_error
+
+    written = sum(p.stat().st_size for p in tmp_dir.glob("*") if p.is_file())
+    free = shutil.disk_usage(engine_path.parent).free
+    if free < max(written, 1 << 20):
+        error = disk_full_error(engine_path)
+        return type(error)(f"{error} (OpenVINO had written {written / 1e6:.1f} MB of {engine_path.name} and its "
+                           f".bin when the disk filled; then rebuild it: snakemake --cores all -f {engine_path})")
+    cause = " ".join(str(exc).split())[:300]
+    return EngineWriteError(f"OpenVINO could not write {engine_path} and its .bin ({cause}); check that "
+                            f"{engine_path.parent} is writable, then rebuild it: snakemake --cores all -f {engine_path}")
 
 
 class _ImageDataset:
