@@ -53,6 +53,21 @@ def check_results_dir(results_dir):
         )
 
 
+# Commands that read results_dir and write nothing there (a dry run, a report written elsewhere, a
+# lint, an unlock, listings): a read-only results_dir must not block them.
+READ_ONLY_COMMANDS = {"--report", "--lint", "--unlock", "--list-rules", "--list", "-l", "--list-target-rules", "--lt",
+                      "--dag", "--rulegraph", "--filegraph", "--d3dag", "--summary", "-S", "--detailed-summary", "-D",
+                      "--list-changes", "--lc", "--list-code-changes", "--list-input-changes",
+                      "--list-params-changes", "--containerize", "--cleanup-metadata", "--cm"}
+
+
+def writes_results():
+    """Whether this invocation may run jobs (and so write under results_dir)."""
+    if workflow.output_settings is not None and workflow.output_settings.dryrun:
+        return False
+    return not READ_ONLY_COMMANDS & {arg.split("=", 1)[0] for arg in sys.argv[1:]}
+
+
 check_renamed_keys(config)
 coerce_cli_values(config)
 try:
@@ -60,7 +75,8 @@ try:
 except WorkflowError as exc:
     raise ConfigError(schema_error_message(exc)) from None
 check_config(config)
-check_results_dir(config["results_dir"])
+if writes_results():
+    check_results_dir(config["results_dir"])
 
 RESULTS = config["results_dir"]
 SIZE = config["input_size"]
@@ -299,9 +315,20 @@ def calibration_study_enabled():
     return bool(config.get("calibration_study", {}).get("enabled", False))
 
 
+def engine_targets():
+    """Every engine of the matrix with the files that belong to it (OpenVINO's .bin): what a user
+    deploys, so the default run rebuilds a deleted one instead of treating it as an intermediate."""
+    out = []
+    for name in BACKENDS:
+        for engine in matrix(paths.ENGINE, backend=name):
+            out += [engine] + [str(Path(engine).with_suffix(f".{ext}")) for ext in registry.backend(name).companions]
+    return out
+
+
 def all_targets():
     return (
-        [f"{SUMMARY_DIR}/{table}.parquet" for table in SUMMARY_TABLES]
+        engine_targets()
+        + [f"{SUMMARY_DIR}/{table}.parquet" for table in SUMMARY_TABLES]
         + [f"{SUMMARY_DIR}/claims.md"]
         + [f"{SUMMARY_DIR}/figures/{figure}.{fmt}" for figure in FIGURES for fmt in FIGURE_FORMATS]
         # CALIBRATION_STUDY_TARGETS is defined in rules/calibration_study.smk.

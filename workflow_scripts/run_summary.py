@@ -8,6 +8,7 @@ Snakefile's ``onsuccess:`` handler through :func:`print_run_summary`.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -38,8 +39,10 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return [line(HEADER), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
 
 
-def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None) -> str:
-    """The summary as plain text (fixed-width columns), grouped by device, dataset and model."""
+def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None,
+           summary_dir: str | Path = "results/summary") -> str:
+    """The summary as plain text (fixed-width columns), grouped by device, dataset and model; the
+    closing hint names the files under ``summary_dir`` (config key results_dir + /summary)."""
     engines = engine_table(tables)
     chosen = set()
     if decision is not None and len(decision) and "chosen" in decision.columns:
@@ -65,9 +68,10 @@ def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None
     if energy.isna().all():
         reasons = sorted({n for n in engines["energy_note"] if n}) or ["energy not measured"]
         notes.append("energy: not measured (" + "; ".join(reasons) + ").")
-    notes.append("Tables: results/summary/*.parquet; figures: results/summary/figures/; "
-                 "decision: results/summary/decision.md; ad-hoc budgets: "
-                 "python -m workflow_scripts.decision results/summary --p99-ms 5 --max-drop 1.0")
+    where = Path(summary_dir).as_posix()
+    notes.append(f"Tables: {where}/*.parquet; figures: {where}/figures/; "
+                 f"decision: {where}/decision.md; ad-hoc budgets: "
+                 f"python -m workflow_scripts.decision {shlex.quote(where)} --p99-ms 5 --max-drop 1.0")
     return "\n".join(lines + notes) + "\n"
 
 
@@ -76,7 +80,7 @@ def write_run_summary(summary_dir: str | Path, out: str | Path, decision_path: s
     from .artifacts import write_text
 
     decision = pd.read_parquet(decision_path) if decision_path and Path(decision_path).is_file() else None
-    text = render(read_tables(summary_dir), decision)
+    text = render(read_tables(summary_dir), decision, summary_dir)
     write_text("# End-of-run summary\n\n```text\n" + text + "```\n", out)
     return text
 
