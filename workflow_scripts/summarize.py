@@ -35,6 +35,7 @@ from .claims import claims_markdown, claims_table
 from .config import flatten_settings
 from .device import cuda_cores as cuda_cores_of
 from .discovery import FILE_KEYS, corrupt_table_message, discover_results, merge_file_lists, parse_result_path
+from .engine_check import check_summary_engines
 from .errors import ConfigError, CorruptArtifact
 from .registry import BACKENDS, PRECISIONS
 from .settings_check import CHECKED_TABLES, check_settings
@@ -405,6 +406,8 @@ def summarize(inputs: dict, out_dir: str | Path, allow_mixed: bool | None = None
     files = merge_file_lists(current_files, discover_results(results_dir)) if results_dir else current_files
     if results_dir:
         files = check_device_folders(files, results_dir, inputs.get("ignore_folders") or [])
+        # An engine whose file is gone is left out (warned); one that differs from its build is refused.
+        files = check_summary_engines(files, results_dir)
     extra = sum(len(v) for v in files.values()) - sum(len(v) for v in current_files.values())
     log.info("reading %d per-engine tables (%d beyond the current config)", sum(len(v) for v in files.values()), extra)
     tables = build_tables(files, results_dir, seed=int(inputs.get("seed", 0)),
