@@ -63,6 +63,13 @@ class CheckedBackend:
     def __getattr__(self, attribute: str):
         return getattr(self.module, attribute)
 
+    def check(self, engine_path) -> None:
+        """:func:`~workflow_scripts.engine_check.check_engine` alone (once per file version and process;
+        a timed load after it only stats the files)."""
+        from ..engine_check import check_engine
+
+        check_engine(self.name, engine_path)
+
     def load_runner(self, engine_path, threads: int = 0):
         """The module's runner for ``engine_path``, after :func:`~workflow_scripts.engine_check.check_engine`."""
         from ..engine_check import check_engine, load_error
