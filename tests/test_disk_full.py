@@ -64,3 +64,20 @@ def test_the_cli_job_fails_with_the_message_and_no_partial_output(tmp_path, smal
     log = (results / "logs" / "prepare_dataset" / "digits_224px.log").read_text()
     assert "no space left" in log and "MB are needed" in log and "Traceback" not in log
     assert not list((results / "data").rglob("*.npy")) if (results / "data").exists() else True
+
+
+def test_an_openvino_engine_write_that_fills_the_disk_is_named_not_an_iostream_error(small_disk):
+    """OpenVINO reports a failed write as 'basic_ios::clear: iostream error'; the build says DiskFull,
+    naming the engine, its folder and the rebuild command, and leaves no IR folder behind."""
+    from tests.test_engine_integrity import small_onnx
+    from workflow_scripts.backends import openvino_backend
+
+    onnx_path = small_onnx(small_disk.parent / "model.onnx", hidden=1000)  # 12 MB of weights, 2 MB of disk
+    engine = small_disk / "engines" / ".tmp-x1y2z3-fp32.xml"  # the scratch name a timed build passes
+    with pytest.raises(DiskFull) as info:
+        openvino_backend.build_engine(onnx_path, engine, "fp32")
+    message = str(info.value)
+    assert "no space left" in message and str(engine.parent) in message and "fp32.xml" in message
+    assert f"snakemake --cores all -f {engine.parent / 'fp32.xml'}" in message
+    assert "iostream" not in message
+    assert not leftovers(small_disk), leftovers(small_disk)
