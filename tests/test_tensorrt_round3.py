@@ -203,7 +203,8 @@ def test_item4_any_other_calibration_setting_recalibrates(monkeypatch, tmp_path,
     calibration_build(monkeypatch, tmp_path, images(12))
     data = images(12, seed=1) if change == "images" else images(12)
     facts, _, seen = calibration_build(monkeypatch, tmp_path, data, None if change == "images" else change)
-    assert not seen["cache_read"] and facts["calibration_cache_reused"] is False and facts["calibration_batches_fed"] > 0
+    assert not seen["cache_read"] and facts["calibration_cache_reused"] is False
+    assert facts["calibration_batches_fed"] > 0
 
 
 def test_item4_metadata_without_a_model_hash_never_matches(tmp_path):
@@ -372,3 +373,42 @@ def test_item9_configs_the_doc_names_exist_and_board_yaml_is_valid():
     merged.update(yaml.safe_load((REPO / "config" / "board.yaml").read_text()))
     validated = config.validate_config(merged)
     assert validated["tensorrt"]["dla_core"] is None and validated["datasets"] == ["digits"]
+
+
+# --- 1 (planning): the tensorrt block against the rest of the config, before TensorRT is probed ---------
+
+
+def test_item1_device_run_refuses_a_profile_below_the_benchmark_batch_before_any_job(tmp_path, caplog):
+    import yaml
+
+    from workflow_scripts import device_run
+
+    cfg = tmp_path / "board.yaml"
+    cfg.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), "benchmark": {"batch_size": 64},
+                                   "tensorrt": {"max_batch_size": 32}}))
+    assert device_run.main(["--configfile", str(cfg), "--backend", "tensorrt"]) == 2
+    assert "tensorrt.max_batch_size" in caplog.text and "benchmark.batch_size" in caplog.text
+    assert not (tmp_path / "results").exists()
+
+
+def test_item1_config_validation_refuses_it_when_backends_name_tensorrt():
+    config = pytest.importorskip("workflow_scripts.config", reason="schema validation needs the workstation set")
+    pytest.importorskip("snakemake")
+    import yaml
+
+    base = yaml.safe_load((REPO / "config" / "quickstart.yaml").read_text())
+    bad = {**base, "backends": ["tensorrt"], "benchmark": {"batch_size": 64}, "tensorrt": {"max_batch_size": 32}}
+    with pytest.raises(ConfigError, match="tensorrt.max_batch_size.*benchmark.batch_size"):
+        config.validate_config(bad)
+    # With backends auto the check waits until TensorRT is chosen (registry.check_backend_config).
+    validated = config.validate_config({**bad, "backends": "auto"})
+    registry = pytest.importorskip("workflow_scripts.registry")
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        monkeypatch.setattr(type(registry.BACKENDS["tensorrt"]), "available", lambda self: (True, "stand-in"))
+        monkeypatch.setattr(trt_backend, "version", lambda: "10.3.0")
+        monkeypatch.setattr(trt_backend, "probe", lambda: {"ok": True, "num_DLA_cores": 0})
+        with pytest.raises(ConfigError, match="tensorrt.max_batch_size"):
+            registry.check_backend_config("tensorrt", validated, probe=True)
+    finally:
+        monkeypatch.undo()

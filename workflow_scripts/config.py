@@ -50,6 +50,12 @@ def check_config(config: dict) -> None:
         # As in a shell: '~/x' is the home folder's x, never a folder literally named '~'.
         if isinstance(config.get(key), str):
             config[key] = os.path.expanduser(config[key])
+    backends = config.get("backends", "auto")
+    if "tensorrt" in ([backends] if isinstance(backends, str) else list(backends)):
+        # Before any backend is probed: a workstation planning a board's TensorRT run is told too.
+        from .backends.tensorrt.options import check_config_options
+
+        check_config_options(config)
     if config["input_size"] < 32:
         raise ConfigError("config key 'input_size' must be at least 32 (the MobileNetV3 minimum)")
     for dataset in config["datasets"]:

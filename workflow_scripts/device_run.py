@@ -219,6 +219,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .errors import EdgePTQError
 
     config = load_config(args.configfile)
+    if args.backend == "tensorrt":
+        from .backends.tensorrt.options import check_config_options
+
+        try:  # before any job: a config TensorRT cannot build is refused up front, naming the key
+            check_config_options(config)
+        except EdgePTQError as exc:
+            LOG.error("%s", exc)
+            return 2
     device = detect_device_tag(config.get("device", "auto"))
     threads = args.threads or __import__("os").cpu_count() or 1
     failures = 0

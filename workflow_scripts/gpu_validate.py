@@ -249,7 +249,9 @@ class Validator:
             raise Skip("this TensorRT builds INT8 from Q/DQ (strong typing): nothing is calibrated")
         fed, images = facts.get("calibration_batches_fed", 0), facts.get("calibration_images", 0)
         if not fed or images != len(self.images):
-            raise AssertionError(f"calibration fed {fed} batches of {images} images; expected > 0 of {len(self.images)}")
+            raise AssertionError(
+                f"calibration fed {fed} batches of {images} images; expected > 0 of {len(self.images)}"
+            )
         return {k: facts.get(k) for k in ("calibration_batches_fed", "calibration_batch_size", "calibration_images",
                                           "calibration_images_padded", "calibration_cache_reused")}
 

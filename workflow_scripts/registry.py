@@ -221,6 +221,7 @@ def check_backend_config(name: str, config: dict, probe: bool = True) -> None:
         # Refuse at planning what this TensorRT cannot build (e.g. INT8 by calibration on TensorRT 11,
         # a tensorrt.dla_core this device does not have).
         trt = load(name)
+        trt.check_config_options(config)  # also where backends is auto (config.check_config: named only)
         trt.check_build_request(config["precisions"], config.get("tensorrt", {}), trt.version(),
                                 trt.probe().get("num_DLA_cores"))
     if "int8" not in config["precisions"] or name not in METHOD_BACKENDS:

@@ -1,8 +1,9 @@
 """Whether TensorRT can build here: ``is_available()`` (for planning) and ``version()``.
 
 ``is_available`` does more than look for the package: in a child process it imports
-``tensorrt`` and ``polygraphy`` (the builder chain and the CUDA wrapper), creates a ``Builder`` (which initialises CUDA and fails without a usable GPU or
-driver), a builder config and an explicit-batch network, and checks the version policy. The child
+``tensorrt`` and ``polygraphy`` (the builder chain and the CUDA wrapper), creates a ``Builder``
+(which initialises CUDA and fails without a usable GPU or driver), a builder config and an
+explicit-batch network, and checks the version policy. The child
 keeps a broken CUDA install from crashing or hanging the Snakemake planner; the answer is cached
 per process, and a machine without the package answers at once without a child.
 """

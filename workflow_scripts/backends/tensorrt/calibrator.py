@@ -210,7 +210,9 @@ def calibration_cache_is_valid(
     wanted = dict(identity)
     missing = [k for k in REQUIRED_KEYS if k != "data_sha256" and (meta.get(k) is None or wanted.get(k) is None)]
     if missing:
-        return False, f"calibration cache {cache}: {', '.join(missing)} not recorded on both sides, so it cannot be matched"
+        return False, (
+            f"calibration cache {cache}: {', '.join(missing)} not recorded on both sides, so it cannot be matched"
+        )
     for key in IDENTITY_KEYS:
         if key == "data_sha256" or meta.get(key) == wanted.get(key):
             continue

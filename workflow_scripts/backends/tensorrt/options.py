@@ -233,6 +233,18 @@ def check_build_request(
     return typing
 
 
+def check_config_options(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``tensorrt`` block checked against the rest of a workflow config, without TensorRT.
+
+    Run while the config is validated (``config.check_config``, when ``backends`` names tensorrt)
+    and by ``device_run`` before any job, so a workstation planning a board's run is told too:
+    e.g. ``tensorrt.max_batch_size`` below ``benchmark.batch_size`` (the profile's optimum batch).
+    Evaluation batches need no check: the runner runs any batch size in parts.
+    """
+    bench = (config.get("benchmark") or {}).get("batch_size", BACKEND_DEFAULTS["batch_size"])
+    return normalize_options({**(config.get("tensorrt") or {}), "batch_size": bench})
+
+
 def check_dla_core(dla_core: Optional[int], num_dla_cores: Optional[int]) -> None:
     """Refuse a DLA core index the device does not have (``IBuilder.num_DLA_cores``; None: unknown).
 
