@@ -14,6 +14,8 @@ from workflow_scripts.config import check_config, check_renamed_keys, coerce_cli
 from workflow_scripts.device import detect_device_tag  # noqa: E402
 from workflow_scripts.placement import check_placement, probe_backends_while_planning, stage_placement  # noqa: E402
 from workflow_scripts.errors import ConfigError  # noqa: E402
+from workflow_scripts.config_checks import check_duplicate_keys, check_threads  # noqa: E402
+from workflow_scripts.user_inputs import check_user_matrix, user_models_of  # noqa: E402
 
 
 def schema_error_message(exc):
@@ -68,6 +70,8 @@ def writes_results():
     return not READ_ONLY_COMMANDS & {arg.split("=", 1)[0] for arg in sys.argv[1:]}
 
 
+# YAML keeps the last of a key given twice: refuse it, naming the key and the file (issue 25).
+check_duplicate_keys(workflow.configfiles)
 check_renamed_keys(config)
 coerce_cli_values(config)
 try:
@@ -87,6 +91,9 @@ PROBE_BACKENDS = probe_backends_while_planning(config["device"], config["placeme
 BACKENDS = registry.resolve_backends(config["backends"], probe=PROBE_BACKENDS)
 for _backend in BACKENDS:
     registry.check_backend_config(_backend, config, probe=PROBE_BACKENDS)
+check_user_matrix(config, BACKENDS)  # user models and data: fit, and backends an ONNX file can feed
+if PROBE_BACKENDS:
+    check_threads(config)  # the measuring jobs run on this machine
 if PROBE_BACKENDS and "onnxruntime" in BACKENDS and config["onnxruntime"]["reduce_range"] is None:
     # Resolved here, for the CPU that runs the jobs, so it is part of every ORT INT8 row's settings.
     # (Planning for a device placed on other nodes, the job resolves it on its node and records the
@@ -103,8 +110,8 @@ LOGS = f"{RESULTS}/logs"
 
 
 wildcard_constraints:
-    dataset="|".join(registry.DATASETS),
-    model="|".join(registry.MODELS),
+    dataset="|".join(list(registry.DATASETS) + list(config["user_datasets"])),
+    model="|".join(list(registry.MODELS) + list(config["user_models"])),
     precision="|".join(registry.PRECISIONS),
     size=r"\d+",
     device=r"[a-z0-9][a-z0-9-]*",
@@ -230,7 +237,11 @@ def summary_inputs():
         "latency_files": matrix(paths.engine_table("latency")),
         "accuracy_files": matrix(paths.engine_table("accuracy")),
         "prediction_files": matrix(paths.engine_table("predictions")),
-        "keras_accuracy_files": matrix(paths.model_file("accuracy.parquet")),
+        # An ONNX user model has no Keras model to evaluate.
+        "keras_accuracy_files": matrix(paths.model_file("accuracy.parquet"),
+                                       model=[m for m in config["models"] if m not in user_models_of(config, "onnx")]),
+        # The latency runoff of each model (rules/runoff.smk), where enabled.
+        "runoff_files": matrix(paths.onnx_file("latency_runoff.parquet")) if config["runoff"]["enabled"] else [],
     }
 
 
@@ -249,6 +260,7 @@ SUMMARY_TABLES = [
     "resources",
     "compression_resources",
     "claims",
+    "runoff",
 ]
 FIGURES = [
     "fig05_base_latency",

@@ -1,3 +1,39 @@
+def user_model_entry(w):
+    """User model ``w.model``'s checked path, its preprocessing (family defaults replaced by the keys
+    given) and a fingerprint of its files: changing any of them reruns the import."""
+    from dataclasses import asdict
+
+    from workflow_scripts.user_inputs import fingerprint, model_preprocess, user_model_path
+
+    entry = config["user_models"][w.model]
+    path = user_model_path(w.model, entry)
+    return {"path": str(path), "fingerprint": fingerprint(path), "preprocess": asdict(model_preprocess(w.model, entry))}
+
+
+# Your own Keras checkpoint (config key user_models) enters where a trained model would: no training.
+rule import_user_model:
+    input:
+        data_files,
+    output:
+        model=paths.model_file("model.keras"),
+        record=paths.model_file("source.json"),
+    params:
+        data_dir=data_dir,
+        entry=user_model_entry,
+    wildcard_constraints:
+        model="|".join(user_models_of(config, "keras")) or "^$",
+    resources:
+        mem_mb=config["resources"]["train_model"]["mem_mb"],
+        runtime=config["resources"]["train_model"]["runtime"],
+        **placement("train_model"),
+    log:
+        paths.log_file("import_user_model", "model"),
+    conda:
+        "../envs/tensorflow.yaml"
+    script:
+        "../workflow_scripts/shims/import_user_model.py"
+
+
 rule train_model:
     input:
         data_files,
@@ -7,6 +43,8 @@ rule train_model:
     params:
         data_dir=data_dir,
         settings=settings_param("train_model"),
+    wildcard_constraints:
+        model="|".join(registry.MODELS),
     threads: config["train"]["threads"]
     resources:
         mem_mb=config["resources"]["train_model"]["mem_mb"],

@@ -15,8 +15,8 @@ SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["properti
 
 
 def test_schema_enums_are_the_registry():
-    assert SCHEMA["models"]["items"]["enum"] == list(registry.MODELS)
-    assert SCHEMA["datasets"]["items"]["enum"] == list(registry.DATASETS)
+    assert SCHEMA["models"]["items"]["anyOf"][0]["enum"] == list(registry.MODELS)
+    assert SCHEMA["datasets"]["items"]["anyOf"][0]["enum"] == list(registry.DATASETS)
     assert SCHEMA["precisions"]["items"]["enum"] == list(registry.PRECISIONS)
     listed = [option for option in SCHEMA["backends"]["oneOf"] if option.get("type") == "array"][0]
     assert listed["items"]["enum"] == list(registry.BACKENDS)

@@ -58,19 +58,18 @@ def check_config(config: dict) -> None:
         check_config_options(config)
     if config["input_size"] < 32:
         raise ConfigError("config key 'input_size' must be at least 32 (the MobileNetV3 minimum)")
-    for dataset in config["datasets"]:
+    from .config_checks import check_weights_and_subsets
+    from .user_inputs import check_user_matrix, dataset_classes
+
+    check_user_matrix(config)  # names, and whether each model fits each dataset
+    trained = [m for m in config["models"] if m not in (config.get("user_models") or {})]
+    for dataset in config["datasets"] if trained else []:
         if dataset not in config["train"]["batch_size"]:
             raise ConfigError(
                 f"config key 'train.batch_size' has no entry for dataset {dataset!r}; "
                 f"add e.g. train: {{batch_size: {{{dataset}: 32}}}}"
             )
-    for key in PER_MODEL:
-        value = _dotted(config, key)
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - set(MODELS) - {"default"})
-            if unknown:
-                raise ConfigError(f"config key '{key}' maps {unknown}, which are not models; use model names "
-                                  f"({', '.join(MODELS)}) or 'default'")
+    check_weights_and_subsets(config, lambda dataset: dataset_classes(config, dataset))
     device = config.get("device", "auto")
     if device in RESERVED:
         raise ConfigError(

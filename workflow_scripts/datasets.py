@@ -20,6 +20,7 @@ from .errors import DatasetUnavailable
 from .sources import DatasetSource, SplitSource, load_source
 
 log = logging.getLogger(__name__)
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int, what: str = "the dataset",
@@ -118,12 +119,29 @@ def _reserve(tmp: Path, final: Path, needed: int) -> None:
 
 
 def prepare_dataset(dataset: str, size: int, out_dir: str | Path, resources_dir: str | Path, verify_checksums: bool,
-                    val_fraction: float, test_fraction: float, seed: int) -> dict:
-    """Read ``dataset`` from its source, split, resize to ``size`` and store under ``out_dir``; return meta."""
+                    val_fraction: float, test_fraction: float, seed: int, user_path: str | None = None) -> dict:
+    """Read ``dataset`` from its source, split, resize to ``size`` and store under ``out_dir``; return meta.
+
+    ``user_path``: the folder or .npz of a user dataset (config key user_datasets). Without labels
+    (a calibration-only folder) every split holds all its images, labelled -1: calibration draws
+    from train, latency from test, and accuracy is not measured."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    source = load_source(dataset, Path(resources_dir), verify_checksums, Path(resources_dir) / "extracted")
-    plan = plan_splits(source, val_fraction, test_fraction, seed)
+    if user_path:
+        from .sources.files import load_user_source
+
+        source = load_user_source(dataset, user_path)
+    else:
+        source = load_source(dataset, Path(resources_dir), verify_checksums, Path(resources_dir) / "extracted")
+    if source.labelled:
+        plan = plan_splits(source, val_fraction, test_fraction, seed)
+    else:
+        split = next(iter(source.splits.values())) if len(source.splits) == 1 else source.splits.get("all")
+        if split is None:  # unlabelled split folders: each keeps its own images
+            plan = {name: (source.splits.get(name, source.splits["train"]),
+                           np.arange(len(source.splits.get(name, source.splits["train"])))) for name in SPLIT_NAMES}
+        else:
+            plan = {name: (split, np.arange(len(split))) for name in SPLIT_NAMES}
     counts = {}
     for name in ("train", "val", "test"):
         split, indices = plan[name]
@@ -137,6 +155,8 @@ def prepare_dataset(dataset: str, size: int, out_dir: str | Path, resources_dir:
         "counts": counts,
         "seed": seed,
         "layout": "NHWC uint8 0..255",
+        "labelled": source.labelled,
+        **source.facts,
     }
     write_text(json.dumps(meta, indent=2), out / "meta.json")
     return meta

@@ -68,8 +68,26 @@ def accuracy_summary(predictions: pd.DataFrame) -> dict[str, float]:
 def evaluate(runner, data_dir: str | Path, batch_size: int, max_images: int, accuracy_path: str | Path,
              predictions_path: str | Path, labels: dict, provenance: dict) -> dict:
     """Evaluate ``runner`` on the test split; write per-image predictions and a one-row accuracy table."""
+    from .data_io import read_meta
     from .provenance import with_provenance
 
+    meta = read_meta(data_dir)
+    if not meta.get("labelled", True):
+        # A calibration-only dataset: latency, size and resources are measured, accuracy is not.
+        runner.close()
+        note = (f"not measured: dataset {meta['dataset']!r} has no labels (a calibration-only folder, "
+                f"{meta.get('source_path', 'no source path')})")
+        log.warning("accuracy %s", note)
+        summary = {**labels, "images": 0, "top1_accuracy": np.nan, "top5_accuracy": np.nan, "top1_correct": np.nan,
+                   "nonfinite_outputs": 0, "accuracy_note": note}
+        empty = pd.DataFrame({"image_index": pd.Series(dtype="int64"), "label": pd.Series(dtype="int64"),
+                              "prediction": pd.Series(dtype="int64"), "top5_correct": pd.Series(dtype=bool),
+                              "finite_output": pd.Series(dtype=bool)})
+        for key, value in labels.items():
+            empty[key] = pd.Series([value] * 0, dtype=object if isinstance(value, str) else None)
+        write_parquet(with_provenance(empty, provenance), predictions_path)
+        write_parquet(with_provenance(pd.DataFrame([summary]), provenance), accuracy_path)
+        return summary
     predictions = predict(runner, data_dir, batch_size, max_images)
     runner.close()
     summary = {**labels, **accuracy_summary(predictions)}

@@ -12,16 +12,39 @@ from pathlib import Path
 from .errors import ConfigError, ModelLoadError
 
 # DenseNet's Keras preprocessing ('torch' mode): 0..1, then ImageNet mean and std per channel.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .registry import IMAGENET_MEAN, IMAGENET_STD, MODELS, Preprocess, family_preprocess  # noqa: E402,F401
+
+
+def family_of(name: str) -> str:
+    """The registry family of model ``name`` (preprocessing and constructor options follow it)."""
+    return MODELS[name].family if name in MODELS else "none"
 
 
 def backbone_kwargs(name: str, input_size: int, weights: str | None) -> dict:
     """Constructor arguments for a Keras application without its top."""
     kwargs = dict(include_top=False, weights=weights, input_shape=(input_size, input_size, 3), pooling="avg")
-    if name.startswith("MobileNetV3"):
+    if family_of(name) == "MobileNetV3":
         kwargs["include_preprocessing"] = True  # Rescaling to [-1, 1] inside the model
     return kwargs
+
+
+def preprocessing_layers(x, preprocess: Preprocess, names: tuple[str, str, str] = ("to_bgr", "to_unit_range",
+                                                                                     "imagenet_norm")):
+    """Apply ``preprocess`` to the Keras tensor ``x`` (RGB 0..255) with layers safe mode loads: channel
+    order as a fixed 3x3 permutation, scale/offset as Rescaling, mean/std as Normalization."""
+    import keras
+    import numpy as np
+
+    if preprocess.channel_order == "bgr":
+        layer = keras.layers.Dense(3, use_bias=False, trainable=False, name=names[0])
+        x = layer(x)
+        layer.set_weights([np.eye(3, dtype="float32")[::-1].copy()])
+    if (preprocess.scale, preprocess.offset) != (1.0, 0.0):
+        x = keras.layers.Rescaling(preprocess.scale, preprocess.offset, name=names[1])(x)
+    if (tuple(preprocess.mean), tuple(preprocess.std)) != ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)):
+        x = keras.layers.Normalization(mean=list(preprocess.mean), variance=[s * s for s in preprocess.std],
+                                       name=names[2])(x)
+    return x
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -65,7 +88,7 @@ def build_model(name: str, num_classes: int, input_size: int, weights: str, batc
             raise ModelLoadError(
                 f"could not load the weights file {resolved} into {name} ({type(exc).__name__}: {str(exc)[:300]}). "
                 f"config key 'weights' must name a .weights.h5 file saved from keras.applications.{name}"
-                f"(include_top=False, pooling='avg'{', include_preprocessing=True' if name.startswith('MobileNetV3') else ''})"
+                f"(include_top=False, pooling='avg'{', include_preprocessing=True' if family_of(name) == 'MobileNetV3' else ''})"
                 " with model.save_weights(...)"
             ) from exc
         raise
@@ -76,10 +99,8 @@ def build_model(name: str, num_classes: int, input_size: int, weights: str, batc
             # so inference-mode accuracy collapses although training accuracy looks fine.
             layer.momentum = batchnorm_momentum
     inputs = keras.Input((input_size, input_size, 3), name="images")
-    x = inputs
-    if name.startswith("DenseNet"):
-        x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(x)
-        x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_norm")(x)
+    # The family's preprocessing in the model (DenseNet: 'torch' mode); MobileNetV3 and EfficientNet hold theirs.
+    x = preprocessing_layers(inputs, family_preprocess(family_of(name)))
     x = backbone(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)

@@ -40,6 +40,7 @@ class Dataset:
     loader: str  # "module:function" under workflow_scripts.sources
     batch_size: int
     needs_resources: bool  # read from resources_dir (published archives) rather than a package
+    num_classes: int = 0  # known before preparation (planning checks train.max_images against it)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,47 @@ class Backend:
         return ""
 
 
+@dataclass(frozen=True)
+class Preprocess:
+    """What a model expects of the workflow's images (RGB, float32, 0..255): channel order first, then
+    ``(x * scale + offset - mean) / std`` per channel."""
+
+    scale: float = 1.0
+    offset: float = 0.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: str = "rgb"
+
+    def is_identity(self) -> bool:
+        return self == Preprocess()
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Preprocessing per family: what its backbone expects of RGB 0..255 images. The Keras applications of
+# MobileNetV3 and EfficientNet (and the Lite models built here) hold their preprocessing inside;
+# DenseNet's Keras preprocess_input is 'torch' mode; 'tf' and 'caffe' are Keras' other two modes
+# (MobileNetV2/ResNetV2/Inception; ResNet50/VGG). A user model names one (config key user_models).
+FAMILY_PREPROCESS: dict[str, Preprocess] = {
+    "none": Preprocess(),
+    "MobileNetV3": Preprocess(),
+    "EfficientNet": Preprocess(),
+    "EfficientNetLite": Preprocess(),
+    "DenseNet": Preprocess(scale=1 / 255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    "torch": Preprocess(scale=1 / 255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    "tf": Preprocess(scale=1 / 127.5, offset=-1.0),
+    "caffe": Preprocess(mean=(103.939, 116.779, 123.68), channel_order="bgr"),
+    "unit": Preprocess(scale=1 / 255.0),
+}
+
+
+def family_preprocess(family: str) -> Preprocess:
+    """The preprocessing of ``family`` (a key of :data:`FAMILY_PREPROCESS`)."""
+    if family not in FAMILY_PREPROCESS:
+        raise ConfigError(f"unknown model family {family!r}; choose from {', '.join(FAMILY_PREPROCESS)}")
+    return FAMILY_PREPROCESS[family]
+
+
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("MobileNetV3Small", "MobileNetV3"),
     Model("MobileNetV3Large", "MobileNetV3"),
@@ -109,11 +151,11 @@ MODELS: dict[str, Model] = {m.name: m for m in (
 )}
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("digits", "digits:load_digits_source", 32, needs_resources=False),
-    Dataset("cifar100", "cifar100:load_cifar100_source", 32, needs_resources=True),
-    Dataset("oxford_flowers102", "flowers102:load_flowers102_source", 4, needs_resources=True),
+    Dataset("digits", "digits:load_digits_source", 32, needs_resources=False, num_classes=10),
+    Dataset("cifar100", "cifar100:load_cifar100_source", 32, needs_resources=True, num_classes=100),
+    Dataset("oxford_flowers102", "flowers102:load_flowers102_source", 4, needs_resources=True, num_classes=102),
     # Debian's dataset-fashion-mnist (or resources_dir/fashion-mnist): the real 70,000 images.
-    Dataset("fashion_mnist", "fashion_mnist:load_fashion_mnist", 64, needs_resources=False),
+    Dataset("fashion_mnist", "fashion_mnist:load_fashion_mnist", 64, needs_resources=False, num_classes=10),
 )}
 
 _ALL_METHODS = ("entropy", "minmax", "percentile")

@@ -14,4 +14,5 @@ run(sm, lambda: prepare_dataset(
     val_fraction=settings["split"]["val_fraction"],
     test_fraction=settings["split"]["test_fraction"],
     seed=settings["seed"],
+    user_path=dict(sm.params.user_source).get("path"),
 ))

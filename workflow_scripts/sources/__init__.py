@@ -32,6 +32,10 @@ class DatasetSource:
     num_classes: int
     splits: dict[str, SplitSource]
     class_names: list[str] = field(default_factory=list)
+    # False for a calibration-only folder: its labels are -1, accuracy is not measured.
+    labelled: bool = True
+    # What the source says of itself for meta.json (a user dataset's path and content digest).
+    facts: dict = field(default_factory=dict)
 
 
 def load_source(dataset: str, resources_dir: Path, verify_checksums: bool, work_dir: Path) -> DatasetSource:

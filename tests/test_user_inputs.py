@@ -1,0 +1,187 @@
+"""Your model, your data (issue 23): contracts read from the files, refusals at planning naming both sides,
+image folders and .npz prepared and checked, ONNX preprocessing and layout built into the graph."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.cli import output_of, snakemake, tiny
+from tests.user_fixtures import fake_keras, image_folder, tiny_onnx
+from workflow_scripts.errors import ConfigError, DatasetUnavailable
+from workflow_scripts.registry import Preprocess
+from workflow_scripts.user_inputs import read_data_contract, read_model_contract
+
+
+def test_contracts_are_read_from_the_files(tmp_path):
+    keras_file = read_model_contract(fake_keras(tmp_path / "m.keras", size=48, classes=7, softmax_layer=True))
+    assert (keras_file.input_size, keras_file.channels, keras_file.num_classes) == (48, 3, 7)
+    onnx_file = read_model_contract(tiny_onnx(tmp_path / "m.onnx", size=40, classes=5, layout="NCHW"))
+    assert (onnx_file.layout, onnx_file.input_size, onnx_file.channels, onnx_file.num_classes) == ("NCHW", 40, 3, 5)
+    assert read_model_contract(tiny_onnx(tmp_path / "h.onnx", layout="NHWC")).layout == "NHWC"
+    folder = read_data_contract("d", image_folder(tmp_path / "f", classes=4, per_class=1))
+    assert (folder.num_classes, folder.splits, folder.class_names) == (4, ("train", "test"), ("0", "1", "2", "3"))
+    unlabelled = read_data_contract("u", image_folder(tmp_path / "u", classes=1, per_class=2, splits=None) / "0")
+    assert unlabelled.num_classes is None
+
+
+def test_an_empty_class_and_a_pickled_npz_are_refused_by_name(tmp_path):
+    root = image_folder(tmp_path / "f", classes=3, per_class=1, splits=None)
+    (root / "empty").mkdir()
+    with pytest.raises(ConfigError, match="class folder .*empty holds no image files"):
+        read_data_contract("d", root)
+    from workflow_scripts.sources.files import load_user_source
+
+    np.savez(tmp_path / "bad.npz", images=np.array([object()], dtype=object), labels=np.array([0]))
+    with pytest.raises(DatasetUnavailable, match="not a readable .npz without pickles"):
+        load_user_source("d", tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad_labels.npz", images=np.zeros((1, 8, 8), np.uint8), labels=np.array([object()]))
+    with pytest.raises(ConfigError, match="not a readable .npz without pickles"):
+        read_data_contract("d", tmp_path / "bad_labels.npz")
+
+
+def test_an_unreadable_image_is_named_and_mixed_sizes_are_logged(tmp_path, caplog):
+    from workflow_scripts.sources.files import load_user_source
+
+    root = image_folder(tmp_path / "f", classes=2, per_class=2, splits=None)
+    image_folder(tmp_path / "g", classes=1, per_class=1, size=12, splits=None)
+    big = next((tmp_path / "g" / "0").iterdir())
+    big.rename(root / "0" / "big.png")
+    source = load_user_source("d", root)
+    assert source.labelled and source.num_classes == 2 and len(source.splits["all"]) == 5
+    assert "2 sizes" in caplog.text and "big.png" in caplog.text
+    assert source.splits["all"].load_image(0).shape[2] == 3 and len(source.facts["source_sha256"]) == 64
+    (root / "1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DatasetUnavailable, match="cannot read image .*broken.png"):
+        load_user_source("d", root)
+
+
+def test_an_npz_and_an_unlabelled_folder_are_prepared_once_with_their_digest(tmp_path):
+    from workflow_scripts.data_io import open_split, read_meta
+    from workflow_scripts.datasets import prepare_dataset
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8),
+             labels=np.repeat(np.arange(3), 20))
+    meta = prepare_dataset("mine", 32, tmp_path / "p", tmp_path, True, 0.2, 0.2, 0, user_path=str(tmp_path / "d.npz"))
+    assert meta["num_classes"] == 3 and meta["labelled"] and len(meta["source_sha256"]) == 64
+    assert open_split(tmp_path / "p", "train")[0].shape[1:] == (32, 32, 3)
+    folder = image_folder(tmp_path / "u", classes=1, per_class=4, splits=None) / "0"
+    prepare_dataset("cal", 32, tmp_path / "q", tmp_path, True, 0.2, 0.2, 0, user_path=str(folder))
+    assert read_meta(tmp_path / "q")["labelled"] is False
+    assert (open_split(tmp_path / "q", "test")[1] == -1).all() and len(open_split(tmp_path / "q", "train")[1]) == 4
+
+
+def test_onnx_preprocessing_and_layout_go_into_the_graph(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from workflow_scripts.user_models import apply_preprocess, wrap_onnx
+
+    source = tiny_onnx(tmp_path / "m.onnx", size=16, layout="NCHW")
+    pre = Preprocess(scale=1 / 255, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4), channel_order="bgr")
+    wrapped = tmp_path / "w.onnx"
+    onnx.save(wrap_onnx(onnx.load(str(source)), pre, "NCHW"), str(wrapped))
+    images = np.random.default_rng(1).uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
+    new = ort.InferenceSession(str(wrapped)).run(None, {"images": images})[0]
+    reference = apply_preprocess(images, pre).transpose(0, 3, 1, 2).copy()
+    old = ort.InferenceSession(str(source)).run(None, {"x": reference})[0]
+    np.testing.assert_allclose(new, old, rtol=1e-5, atol=1e-5)
+
+
+def _dry(tmp_path, **config):
+    result = snakemake(tmp_path, "-n", config=tiny(**config), check=False, timeout=300)
+    return result.returncode, output_of(result)
+
+
+@pytest.mark.slow  # the real snakemake CLI (a dry run)
+def test_a_user_keras_model_is_imported_not_trained_and_an_onnx_file_skips_the_export(tmp_path):
+    image_folder(tmp_path / "imgs", classes=10, per_class=2)
+    models = {"mine": {"path": str(fake_keras(tmp_path / "m.keras"))},
+              "theirs": {"path": str(tiny_onnx(tmp_path / "m.onnx")), "family": "torch"}}
+    code, out = _dry(tmp_path, models=["mine", "theirs"], datasets=["imgs"], user_models=models,
+                     user_datasets={"imgs": {"path": str(tmp_path / "imgs")}})
+    assert code == 0, out
+    assert "import_user_model " in out and "import_user_onnx " in out and "train_model" not in out
+    assert "export_onnx " in out  # the Keras checkpoint is exported; the ONNX file is not
+    assert "evaluate_keras " in out and "mine" in out
+
+
+@pytest.mark.slow  # the real snakemake CLI (dry runs)
+@pytest.mark.parametrize("case,needle", [
+    ("size", r"takes 64x64 images, but the data are prepared at 32x32 \(config key 'input_size'\)"),
+    ("classes", r"has 5 output classes, but dataset 'imgs' has 10"),
+    ("channels", r"takes 1-channel images, but the data are prepared as 3-channel RGB"),
+    ("litert", r"are ONNX files, but backend\(s\) \['litert'\] build from a Keras model"),
+    ("unlabelled", r"dataset 'imgs' has no labels .* \['MobileNetV3Small'\] cannot be trained"),
+    ("missing", r"user_models.mine.path' is 'nowhere/m.keras', but .* does not exist"),
+])
+def test_a_model_that_does_not_fit_the_data_is_refused_at_planning_naming_both_sides(tmp_path, case, needle):
+    imgs = image_folder(tmp_path / "imgs", classes=10, per_class=1, splits=None if case == "unlabelled" else ("train", "test"))
+    if case == "unlabelled":
+        imgs = imgs / "0"
+    model = {"size": lambda: fake_keras(tmp_path / "m.keras", size=64),
+             "classes": lambda: fake_keras(tmp_path / "m.keras", classes=5),
+             "channels": lambda: fake_keras(tmp_path / "m.keras", channels=1),
+             "litert": lambda: tiny_onnx(tmp_path / "m.onnx"),
+             "unlabelled": lambda: fake_keras(tmp_path / "m.keras"), "missing": lambda: "nowhere/m.keras"}[case]()
+    models = ["MobileNetV3Small", "mine"] if case == "unlabelled" else ["mine"]
+    code, out = _dry(tmp_path, models=models, datasets=["imgs"], user_models={"mine": {"path": str(model)}},
+                     user_datasets={"imgs": {"path": str(imgs)}},
+                     train={"epochs": 1, "batch_size": {"digits": 32, "imgs": 4}},
+                     backends=["onnxruntime", "litert"] if case == "litert" else ["onnxruntime"])
+    assert code != 0 and "Traceback" not in out, out
+    import re
+    assert re.search(needle, out), out
+
+
+# --- issue 25, item 7: config mistakes refused at planning, quoting what the user wrote -------------
+
+@pytest.mark.slow  # the real snakemake CLI (a dry run)
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_key_and_file(tmp_path):
+    from tests.cli import snakemake_command
+    import subprocess
+
+    command = snakemake_command(tmp_path, "-n", config=tiny())
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(config_file.read_text() + "input_size: 64\n")  # input_size is already there
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "key 'input_size' is given twice" in output_of(result) and str(config_file) in output_of(result)
+
+
+def test_benchmark_threads_above_the_cores_are_refused():
+    from workflow_scripts.config_checks import check_threads
+
+    with pytest.raises(ConfigError, match="'benchmark.threads' is 64, but this machine has 2 CPU cores"):
+        check_threads({"benchmark": {"threads": 64}}, cores=2)
+    check_threads({"benchmark": {"threads": 2}}, cores=2)
+    check_threads({"benchmark": {"threads": 0}}, cores=2)
+
+
+WEIGHTS_CASES = [
+    ({"weights": "~/no/such/backbone.weights.h5"},
+     "config key 'weights' is '~/no/such/backbone.weights.h5', which is neither imagenet, none, nor an existing file"),
+    ({"train": {"epochs": 1, "max_images": 7, "batch_size": {"digits": 32}}},
+     "config key 'train.max_images' is 7 for model MobileNetV3Small, below the 10 classes of dataset 'digits'"),
+    ({"weights": {"MobileNetV3Large": "imagenet", "default": "none"}},
+     "config key 'weights' maps ['MobileNetV3Large'], which are not in config key 'models'"),
+]
+
+
+@pytest.mark.parametrize("override,needle", WEIGHTS_CASES)
+def test_weights_and_training_subsets_are_checked_with_the_config(override, needle):
+    from workflow_scripts.config import validate_config
+
+    with pytest.raises(ConfigError) as info:
+        validate_config({"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"], **override})
+    assert needle in str(info.value)
+
+
+@pytest.mark.slow  # the real snakemake CLI (dry runs)
+@pytest.mark.parametrize("override,needle", WEIGHTS_CASES)
+def test_weights_and_training_subsets_are_refused_at_planning_before_any_job(tmp_path, override, needle):
+    code, out = _dry(tmp_path, **override)
+    assert code != 0 and needle in out and "prepare_dataset" not in out, out
