@@ -194,3 +194,24 @@ def test_the_next_build_removes_what_a_killed_openvino_build_left(tmp_path, data
     left = sorted(p.name for p in folder.iterdir() if p.name.startswith(".tmp"))
     # Another precision's folder may belong to a build running now (on another node): kept.
     assert left == [".tmp-ir-int8-running"], left
+
+
+@pytest.mark.slow  # converts a (tiny) Keras model with TensorFlow's converter
+@pytest.mark.parametrize("how", ["truncated", "empty"])
+def test_a_damaged_tflite_is_refused_at_load_naming_it(tmp_path, how):
+    import keras
+
+    from workflow_scripts.backends import litert_backend
+
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10)])
+    model.save(tmp_path / "model.keras")
+    engine = tmp_path / "fp32.tflite"
+    litert_backend.build_engine(tmp_path / "model.keras", engine, "fp32")
+    get_backend("litert").load_runner(engine, 1).close()
+    damage(engine, how)
+    with pytest.raises(CorruptArtifact) as info:
+        get_backend("litert").load_runner(engine, 1)
+    message = str(info.value)
+    assert str(engine) in message and f"snakemake --cores all -f {engine}" in message
+    assert ("empty (0 bytes)" if how == "empty" else "damaged or truncated") in message, message
