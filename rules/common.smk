@@ -240,8 +240,6 @@ def summary_inputs():
         # An ONNX user model has no Keras model to evaluate.
         "keras_accuracy_files": matrix(paths.model_file("accuracy.parquet"),
                                        model=[m for m in config["models"] if m not in user_models_of(config, "onnx")]),
-        # The latency runoff of each model (rules/runoff.smk), where enabled.
-        "runoff_files": matrix(paths.onnx_file("latency_runoff.parquet")) if config["runoff"]["enabled"] else [],
     }
 
 
@@ -260,7 +258,6 @@ SUMMARY_TABLES = [
     "resources",
     "compression_resources",
     "claims",
-    "runoff",
 ]
 FIGURES = [
     "fig05_base_latency",
