@@ -201,6 +201,25 @@ def engine_labels(w):
     return {"dataset": w.dataset, "model": w.model, "precision": w.precision, "input_size": int(w.size)}
 
 
+def runoff_engines(w):
+    """The engines of one model the runoff measures: every backend x precision of the matrix."""
+    return [
+        {"backend": b, "precision": p,
+         "path": paths.engine_file(RESULTS, w.device, b, w.dataset, w.size, w.model, p)}
+        for b in BACKENDS
+        for p in config["precisions"]
+    ]
+
+
+def runoff_engine_files(w):
+    """The runoff's engine files with their companions (OpenVINO's .bin)."""
+    files = []
+    for engine in runoff_engines(w):
+        path = Path(engine["path"])
+        files += [str(path)] + [str(path.with_suffix(f".{ext}")) for ext in registry.backend(engine["backend"]).companions]
+    return files
+
+
 def matrix(pattern, **extra):
     """Expand a path pattern over the configured models x datasets x backends (x precisions if named)."""
     fields = dict(
@@ -240,6 +259,8 @@ def summary_inputs():
         # An ONNX user model has no Keras model to evaluate.
         "keras_accuracy_files": matrix(paths.model_file("accuracy.parquet"),
                                        model=[m for m in config["models"] if m not in user_models_of(config, "onnx")]),
+        # The latency runoff of each model (rules/runoff.smk), where enabled.
+        "runoff_files": matrix(paths.onnx_file("latency_runoff.parquet")) if config["runoff"]["enabled"] else [],
     }
 
 
@@ -258,6 +279,7 @@ SUMMARY_TABLES = [
     "resources",
     "compression_resources",
     "claims",
+    "runoff",
 ]
 FIGURES = [
     "fig05_base_latency",

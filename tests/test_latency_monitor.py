@@ -9,10 +9,10 @@ from workflow_scripts.monitor import ResourceMonitor, summarize_resources
 
 def test_latency_statistics_match_numpy():
     rng = np.random.default_rng(0)
-    samples = rng.gamma(5, 0.002, size=200)
+    samples = rng.gamma(5, 0.002, size=400)  # >= 299 tasks: p99 is supported
     ms = samples * 1e3
     stats = summarize_latency(samples, batch_size=4)
-    assert stats["iterations"] == 200
+    assert stats["iterations"] == 400
     assert np.isclose(stats["latency_mean_ms"], ms.mean())
     assert np.isclose(stats["latency_median_ms"], np.median(ms))
     assert np.isclose(stats["latency_p90_ms"], np.percentile(ms, 90))
@@ -20,13 +20,16 @@ def test_latency_statistics_match_numpy():
     assert np.isclose(stats["latency_std_ms"], ms.std(ddof=1))
     assert np.isclose(stats["latency_cv"], ms.std(ddof=1) / ms.mean())
     assert np.isclose(stats["latency_per_image_median_ms"], np.median(ms) / 4)
-    assert np.isclose(stats["throughput_images_per_s"], 4 * 200 / samples.sum())
+    assert np.isclose(stats["throughput_images_per_s"], 4 * 400 / samples.sum())
 
 
 def test_measure_honours_warmup_count_and_duration():
     calls = []
     samples = measure(lambda b: calls.append(b), batch=1, warmup=5, iterations=30, min_duration_s=0)
     assert len(samples) == 30 and len(calls) == 35
+    calls.clear()
+    samples = measure(lambda b: calls.append(b), batch=1, warmup=5, iterations=30, min_duration_s=0, tasks_needed=299)
+    assert len(samples) == 299 and len(calls) == 304
     started = time.perf_counter()
     samples = measure(lambda b: time.sleep(0.001), batch=1, warmup=0, iterations=3, min_duration_s=0.2)
     assert len(samples) > 3 and time.perf_counter() - started >= 0.2

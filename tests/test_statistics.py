@@ -26,10 +26,13 @@ def test_median_ci_is_scipys_bootstrap():
 
 
 def test_latency_statistics_percentiles_and_per_image_interval():
-    x = np.arange(1.0, 101.0)
-    out = st.latency_statistics(x, batch_size=4, seed=0)
+    x = np.arange(1.0, 301.0)
+    out = st.latency_statistics(x, batch_size=4)
     assert out["latency_p90_ms"] == np.percentile(x, 90) and out["latency_p99_ms"] == np.percentile(x, 99)
-    assert out["latency_median_ms"] == 50.5 and out["latency_samples"] == 100
+    assert out["latency_median_ms"] == 150.5 and out["latency_samples"] == 300
+    # Order statistics: the median's 95% CI of 300 values and the p99's (the count supports it).
+    assert (out["latency_median_ci_low_ms"], out["latency_median_ci_high_ms"]) == st.order_statistic_ci(x, 0.5)[:2]
+    assert out["latency_p99_supported"] and out["latency_p99_ci_high_ms"] <= 300
     assert out["latency_per_image_median_ci_low_ms"] == pytest.approx(out["latency_median_ci_low_ms"] / 4)
 
 

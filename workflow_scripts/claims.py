@@ -7,10 +7,12 @@ Where ours differs (device class, runtime, dataset, input size) ``why_not`` says
 difference does to that claim (e.g. a CPU without FP16 arithmetic cannot speed FP16 up).
 
 FP16 and INT8 are never pooled in one row. Drops and latency reductions carry a 95% interval: for
-one cell the cell's own interval (paired bootstrap for drops, two-sample bootstrap of the ratio of
-medians for latency); over several cells, the interval of their mean by a normal approximation
-from each cell's interval (cells independent): mean +/- 1.96 sqrt(sum se_i^2) / n,
-se_i = (high_i - low_i) / 3.92.
+one cell the cell's own interval (paired bootstrap for drops; for latency the order-statistic
+interval of the median over the runoff's interleaved rounds of the ratio to FP32, paired by round,
+an interval that holds across runs, not one run's tasks resampled); over several cells, the
+interval of their mean by a normal approximation from each cell's interval (cells independent):
+mean +/- 1.96 sqrt(sum se_i^2) / n, se_i = (high_i - low_i) / 3.92. Without a runoff a latency claim
+has no interval. The INT8-vs-FP16 latency comparison pairs the two by round the same way.
 """
 
 from __future__ import annotations
@@ -106,21 +108,44 @@ def _claim_values(device: str, backend: str, tables: dict[str, pd.DataFrame]) ->
                                                   rows.get("top1_drop_ci_high_points"))
         if len(latency) and "latency_median_vs_fp32" in latency.columns:
             rows = latency[latency["precision"] == precision]
+            # The runoff's ratio paired by round where it ran (point and interval from the same rounds).
+            rounds = pd.to_numeric(rows.get("latency_median_vs_fp32_rounds", pd.Series(np.nan, index=rows.index)),
+                                   errors="coerce")
+            point = rounds.where(rounds.notna(), pd.to_numeric(rows["latency_median_vs_fp32"], errors="coerce"))
+            low = rows.get("latency_median_vs_fp32_rounds_ci_low")
+            high = rows.get("latency_median_vs_fp32_rounds_ci_high")
             out[f"{precision}_latency_reduction"] = frame(
-                100 * (1 - rows["latency_median_vs_fp32"]),
-                100 * (1 - rows["latency_median_vs_fp32_ci_high"]) if "latency_median_vs_fp32_ci_high" in rows else None,
-                100 * (1 - rows["latency_median_vs_fp32_ci_low"]) if "latency_median_vs_fp32_ci_low" in rows else None)
+                100 * (1 - point), 100 * (1 - high) if high is not None else None,
+                100 * (1 - low) if low is not None else None)
     if len(latency):
-        by = latency.set_index(["dataset", "model", "precision"])["latency_median_ms"]
-        by = by[~by.index.duplicated()].unstack("precision") if len(by) else pd.DataFrame()
-        if {"fp16", "int8"} <= set(by.columns):
-            out["int8_faster_than_fp16"] = frame(100 * (1 - by["int8"] / by["fp16"]))
+        out.update(_int8_vs_fp16(latency, tables.get("runoff", pd.DataFrame()), device, backend, frame))
     if len(stats):
         builds = stats[stats["stage"] == "engine_build"].set_index(["dataset", "model", "precision"])["duration_mean_s"]
         builds = builds[~builds.index.duplicated()].unstack("precision") if len(builds) else pd.DataFrame()
         if {"fp16", "int8"} <= set(builds.columns):
             out["int8_over_fp16_build_time"] = frame(builds["int8"] / builds["fp16"])
     return out
+
+
+def _int8_vs_fp16(latency: pd.DataFrame, runoff: pd.DataFrame, device: str, backend: str, frame) -> dict:
+    """INT8 median latency reduction vs FP16 per cell: paired by the runoff's rounds where it ran
+    (median of 1 - int8/fp16 over rounds with its order-statistic CI), else from one run's medians."""
+    from .statistics import rounds_interval
+
+    by = latency.set_index(["dataset", "model", "precision"])["latency_median_ms"]
+    by = by[~by.index.duplicated()].unstack("precision") if len(by) else pd.DataFrame()
+    if not {"fp16", "int8"} <= set(by.columns):
+        return {}
+    values = 100 * (1 - by["int8"] / by["fp16"])
+    lows, highs = pd.Series(np.nan, index=values.index), pd.Series(np.nan, index=values.index)
+    if len(runoff) and {"device", "backend", "round"} <= set(runoff.columns):
+        mine = runoff[(runoff["device"] == device) & (runoff["backend"] == backend)]
+        for (dataset, model), cell in mine.groupby(["dataset", "model"]):
+            table = cell.pivot_table(index="round", columns="precision", values="latency_median_ms", aggfunc="first")
+            if {"fp16", "int8"} <= set(table.columns) and (dataset, model) in values.index:
+                point, low, high = rounds_interval(100 * (1 - table["int8"] / table["fp16"]))
+                values[(dataset, model)], lows[(dataset, model)], highs[(dataset, model)] = point, low, high
+    return {"int8_faster_than_fp16": frame(values, lows, highs)}
 
 
 def comparability(klass: str, backend: str, datasets: set[str], sizes: set[int], claim: str) -> list[str]:
@@ -214,8 +239,9 @@ def claims_markdown(claims: pd.DataFrame) -> str:
              "study's; otherwise the row says why not, and the number answers the same question on a different "
              "setup, not a replication.", "",
              "Values are the mean over the (dataset, model) cells of the device and backend, with a 95% interval: "
-             "for one cell its own interval (paired bootstrap for top-1 drops, bootstrap of the ratio of medians "
-             "for latency), for several the interval of their mean (normal approximation from each cell's "
+             "for one cell its own interval (paired bootstrap for top-1 drops; for latency the 95% interval over "
+             "the runoff's interleaved rounds of the ratio paired by round, which holds across runs; n/a without "
+             "a runoff), for several the interval of their mean (normal approximation from each cell's "
              "interval). Top-1 drops are against our FP32 engine; build time is the mean of the measured "
              "(non-warm-up) builds. FP16 and INT8 are never pooled.", ""]
     if not len(claims):

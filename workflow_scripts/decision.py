@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .ties import break_ties
+
 GROUP = ["device", "dataset", "input_size", "model"]
 ENGINE = ["backend", "precision"]
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
@@ -67,6 +69,7 @@ class Budgets:
     drop_bound: str = "ci_high"
     require_valid: bool = True
     objective: str = "latency"
+    tie_margin: float = 0.05
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -76,7 +79,14 @@ class Budgets:
         for name in ("p99_ms", "max_mb", "max_drop_points", "max_rss_mb", "max_energy_mj"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise ValueError(f"budget {name} is {value!r}; give a number or leave it out")
+                raise ValueError(f"budget {name} is {value!r}; give a finite number or leave it out")
+            # A drop budget may be negative (demand an improvement); a latency, size, memory or
+            # energy budget at or below zero rejects every engine and is a typo.
+            if value is not None and name != "max_drop_points" and value <= 0:
+                raise ValueError(f"budget {name} is {value!r}; it must be greater than 0 (or left out)")
+        if not (isinstance(self.tie_margin, (int, float)) and math.isfinite(self.tie_margin)
+                and 0 <= self.tie_margin < 1):
+            raise ValueError(f"tie_margin is {self.tie_margin!r}; give a fraction in [0, 1), e.g. 0.05")
 
     @classmethod
     def from_config(cls, block: dict | None) -> "Budgets":
@@ -86,7 +96,7 @@ class Budgets:
                    max_drop_points=block.get("max_drop_points"), max_rss_mb=block.get("max_rss_mb"),
                    max_energy_mj=block.get("max_energy_mj"), drop_bound=block.get("drop_bound", "ci_high"),
                    require_valid=bool(block.get("require_valid", True)),
-                   objective=block.get("objective", "latency"))
+                   objective=block.get("objective", "latency"), tie_margin=block.get("tie_margin", 0.05))
 
     def describe(self) -> str:
         """The budgets in words, one clause each."""
@@ -126,10 +136,24 @@ def engine_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     out = pd.DataFrame({k: latency[k] for k in keys})
     if "input_size" not in out.columns:
         out["input_size"] = 0
-    out["p50_ms"] = _column(latency, "latency_median_ms")
-    out["p50_ci_low_ms"] = _column(latency, "latency_median_ci_low_ms")
-    out["p50_ci_high_ms"] = _column(latency, "latency_median_ci_high_ms")
-    out["p99_ms"] = _column(latency, "latency_p99_ms")
+    # Where the runoff measured the model's engines interleaved in rounds, its medians over rounds and
+    # their between-round 95% intervals are the values ranked; else the single run's, with its
+    # order-statistic intervals (latency_source says which).
+    rounds = pd.to_numeric(_column(latency, "rounds", 0), errors="coerce").fillna(0).astype(int)
+    runoff = (rounds > 0) & pd.to_numeric(_column(latency, "latency_median_rounds_ms"), errors="coerce").notna()
+    for name, single, across in (("p50_ms", "latency_median_ms", "latency_median_rounds_ms"),
+                                 ("p50_ci_low_ms", "latency_median_ci_low_ms", "latency_median_rounds_ci_low_ms"),
+                                 ("p50_ci_high_ms", "latency_median_ci_high_ms", "latency_median_rounds_ci_high_ms"),
+                                 ("p99_ms", "latency_p99_ms", "latency_p99_rounds_ms"),
+                                 ("p99_ci_low_ms", "latency_p99_ci_low_ms", "latency_p99_rounds_ci_low_ms"),
+                                 ("p99_ci_high_ms", "latency_p99_ci_high_ms", "latency_p99_rounds_ci_high_ms")):
+        out[name] = pd.to_numeric(_column(latency, across), errors="coerce").where(
+            runoff, pd.to_numeric(_column(latency, single), errors="coerce"))
+    out["rounds"] = rounds
+    out["latency_source"] = np.where(runoff, rounds.astype(str) + " interleaved rounds", "single run")
+    out["tasks"] = pd.to_numeric(_column(latency, "latency_samples", np.nan), errors="coerce")
+    out["p99_note"] = _column(latency, "latency_p99_note", "").fillna("").astype(str)
+    out["noise_reason"] = _column(latency, "noise_reason", "").fillna("").astype(str)
     out["throughput_images_per_s"] = _column(latency, "throughput_images_per_s")
     out["engine_mb"] = _column(latency, "engine_mb")
     out["rss_peak_mb"] = _column(latency, "rss_mb_peak")
@@ -177,7 +201,8 @@ def check(row: pd.Series, budgets: Budgets) -> tuple[list[str], list[str]]:
         elif value > bound:
             broken.append(_excess(float(value), bound, unit, what))
 
-    limit(row.get("p99_ms"), budgets.p99_ms, "ms", "p99 latency", "no latency row")
+    limit(row.get("p99_ms"), budgets.p99_ms, "ms", "p99 latency",
+          row.get("p99_note") or "no latency row")
     limit(row.get("engine_mb"), budgets.max_mb, "MB", "engine size", "no size")
     if budgets.max_drop_points is not None:
         point, high = row.get("drop_points"), row.get("drop_ci_high_points")
@@ -200,7 +225,10 @@ def check(row: pd.Series, budgets: Budgets) -> tuple[list[str], list[str]]:
         elif energy > budgets.max_energy_mj:
             broken.append(_excess(float(energy), budgets.max_energy_mj, "mJ", "energy per inference"))
     if budgets.require_valid and not bool(row.get("valid", True)):
-        broken.append("latency run invalid (fewer tasks or a shorter duration than configured)")
+        broken.append("latency run invalid (fewer tasks or a shorter duration than configured, or NaN samples)")
+    median = pd.to_numeric(pd.Series([row.get("p50_ms")]), errors="coerce").iloc[0]
+    if budgets.require_valid and "p50_ms" in row and not np.isfinite(median):
+        broken.append("latency median unknown (NaN): the run measured nothing usable")
     return broken, notes
 
 
@@ -217,8 +245,8 @@ def _rank(frame: pd.DataFrame, objective: str) -> pd.DataFrame:
 def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
     """One row per candidate engine: feasible, chosen, rank among the feasible, and every rejection reason."""
     engines = engine_table(tables)
-    columns = list(engines.columns) + ["feasible", "chosen", "rank", "rejection", "notes", "pareto", "objective",
-                                       "budgets"]
+    columns = list(engines.columns) + ["feasible", "chosen", "rank", "rejection", "notes", "tie", "tie_note",
+                                       "pareto", "objective", "budgets"]
     if not len(engines):
         return pd.DataFrame(columns=columns)
     broken, notes = zip(*(check(row, budgets) for _, row in engines.iterrows()))
@@ -227,14 +255,21 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
     engines["notes"] = ["; ".join(n) for n in notes]
     engines["rank"] = pd.array([pd.NA] * len(engines), dtype="Int64")
     engines["chosen"] = False
+    engines["tie"] = False
+    engines["tie_note"] = ""
     objective_column = OBJECTIVES[budgets.objective][0]
-    for _, group in engines.groupby(GROUP, sort=False, dropna=False):
+    runoff = tables.get("runoff")
+    for key, group in engines.groupby(GROUP, sort=False, dropna=False):
         ok = group[group["feasible"] & pd.to_numeric(group[objective_column], errors="coerce").notna()]
         if not len(ok):
             continue
         ranked = _rank(ok, budgets.objective)
         engines.loc[ranked.index, "rank"] = np.arange(1, len(ranked) + 1)
-        engines.loc[ranked.index[0], "chosen"] = True
+        tied, chosen, note = break_ties(ranked, budgets.objective, runoff, dict(zip(GROUP, key)), budgets.tie_margin)
+        engines.loc[chosen, "chosen"] = True
+        if len(tied) > 1:
+            engines.loc[tied, "tie"] = True
+            engines.loc[chosen, "tie_note"] = note
     no_objective = engines["feasible"] & engines["rank"].isna()
     engines.loc[no_objective, "notes"] = engines.loc[no_objective, "notes"].where(
         engines.loc[no_objective, "notes"] == "", engines.loc[no_objective, "notes"] + "; ") + \
@@ -289,8 +324,18 @@ def flags_text(row) -> str:
     if not bool(row.get("fp32_valid", True)) and row.get("precision") != "fp32":
         flags.append("fp32 invalid")
     if bool(row.get("high_variation", False)):
-        flags.append(f"high variation (CV {_num(row.get('latency_cv'), '.2f')})")
+        flags.append(f"noisy ({row.get('noise_reason') or 'IQR/median > 0.10'})")
     return ", ".join(flags)
+
+
+def interval_text(row, name: str) -> str:
+    """'0.235 [0.231, 0.240]' (ms, 95% CI) for name p50 or p99; 'n/a (why)' where unsupported."""
+    point = _num(row.get(f"{name}_ms"))
+    if point == "–":
+        note = row.get("p99_note") if name == "p99" else ""
+        return f"n/a ({note})" if note else "–"
+    low, high = _num(row.get(f"{name}_ci_low_ms")), _num(row.get(f"{name}_ci_high_ms"))
+    return f"{point} [{low}, {high}]" if low != "–" and high != "–" else point
 
 
 def _engine_name(row) -> str:
@@ -305,7 +350,13 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
              f"Objective: {budgets.objective} ({'lowest' if ascending else 'highest'} `{objective}`), "
              f"ties broken by {', '.join(o for o in TIE_BREAKERS if o != budgets.objective)}.", "",
              "Top-1 drop is against the FP32 engine of the same backend, with its paired bootstrap 95% interval "
-             "in brackets. Candidates are every engine measured on the device (backend x precision).", ""]
+             "in brackets. Candidates are every engine measured on the device (backend x precision).", "",
+             "Latency: where the runoff measured a model's engines interleaved in rounds, p50 and p99 are medians "
+             "over rounds with distribution-free 95% intervals over rounds (the uncertainty that holds across "
+             "runs); else one run's, with order-statistic intervals over its tasks. Candidates whose latency "
+             f"cannot be told apart from the best at 95% (paired by round; differences under "
+             f"{100 * budgets.tie_margin:g}% count as ties) are a tie within measurement noise, decided by size, "
+             "then accuracy. A p99 needs at least 299 tasks; with fewer it is n/a.", ""]
     if not len(decision):
         return "\n".join(lines + ["No engine results were found."]) + "\n"
     for device, per_device in decision.groupby("device", sort=True):
@@ -315,8 +366,11 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
             chosen = group[group["chosen"]]
             if len(chosen):
                 row = chosen.iloc[0]
-                lines.append(f"**Deploy {_engine_name(row)}**: p99 {_num(row['p99_ms'])} ms, "
-                             f"p50 {_num(row['p50_ms'])} ms, {_num(row['engine_mb'])} MB, "
+                if row.get("tie_note"):
+                    lines += [f"**Tie within measurement noise**: {row['tie_note']}.", ""]
+                lines.append(f"**Deploy {_engine_name(row)}**: p99 {interval_text(row, 'p99')} ms, "
+                             f"p50 {interval_text(row, 'p50')} ms ({row.get('latency_source', 'single run')}), "
+                             f"{_num(row['engine_mb'])} MB, "
                              f"top-1 {_num(row['top1_percent'], '.2f')}%, drop {drop_text(row)} points"
                              + (f", peak RSS {_num(row['rss_peak_mb'], '.0f')} MB"
                                 if _num(row["rss_peak_mb"]) != "–" else "")
@@ -333,32 +387,45 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
                                .iloc[0])
                     lines.append(f"**No engine meets every budget.** Closest: {_engine_name(closest)} "
                                  f"({closest['rejection']}).")
-            lines += ["", "| engine | p50 ms | p99 ms | MB | top-1 % | drop [95% CI] | peak RSS MB | status |",
-                      "|---|---|---|---|---|---|---|---|"]
+            lines += ["", "| engine | p50 ms [95% CI] | p99 ms [95% CI] | tasks / rounds | MB | top-1 % | "
+                          "drop [95% CI] | peak RSS MB | status |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             for _, row in group.iterrows():
                 if row["chosen"]:
                     status = "**chosen**"
                 elif row["feasible"]:
                     status = f"feasible, rank {row['rank']}" if pd.notna(row["rank"]) else "feasible"
+                    if bool(row.get("tie", False)):
+                        status += ", tied with the chosen engine"
                 else:
                     status = "rejected: " + row["rejection"]
                 if row["notes"]:
                     status += f" ({row['notes']})"
                 if flags_text(row):
                     status += f" [flags: {flags_text(row)}]"
-                lines.append(f"| {_engine_name(row)} | {_num(row['p50_ms'])} | {_num(row['p99_ms'])} | "
+                lines.append(f"| {_engine_name(row)} | {interval_text(row, 'p50')} | {interval_text(row, 'p99')} | "
+                             f"{_num(row.get('tasks'), '.0f')} / {int(row.get('rounds', 0) or 0)} | "
                              f"{_num(row['engine_mb'])} | {_num(row['top1_percent'], '.2f')} | {drop_text(row)} | "
                              f"{_num(row['rss_peak_mb'], '.0f')} | {status} |")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def read_tables(summary_dir: str | Path, names=("latency", "accuracy")) -> dict[str, pd.DataFrame]:
-    """The summary tables a decision reads (a missing table is empty)."""
+class UnreadableTable(ValueError):
+    """A summary table that exists but cannot be read (truncated, not Parquet)."""
+
+
+def read_tables(summary_dir: str | Path, names=("latency", "accuracy", "runoff")) -> dict[str, pd.DataFrame]:
+    """The summary tables a decision reads (a missing table is empty; an unreadable one raises
+    :class:`UnreadableTable` naming it and the command that rewrites it)."""
     out = {}
     for name in names:
         path = Path(summary_dir) / f"{name}.parquet"
-        out[name] = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+        try:
+            out[name] = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+        except Exception as exc:  # noqa: BLE001 (pyarrow raises several types for a damaged file)
+            raise UnreadableTable(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:120]}); rewrite the "
+                                  "summary with: snakemake --cores 2 --forcerun summarize") from exc
     return out
 
 
@@ -373,49 +440,9 @@ def write_decision(summary_dir: str | Path, budgets: Budgets, markdown_path: str
     return decision
 
 
-# --- command line --------------------------------------------------------------------------------
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m workflow_scripts.decision",
-        description="Choose per device and model the engine (backend x precision) that meets the budgets.")
-    parser.add_argument("summary_dir", help="folder of the summary tables (results/summary)")
-    parser.add_argument("--p99-ms", type=float, help="p99 task latency budget (ms)")
-    parser.add_argument("--max-mb", type=float, help="engine size budget (MB)")
-    parser.add_argument("--max-drop", type=float, dest="max_drop_points",
-                        help="top-1 drop budget vs FP32 (points), judged by the upper 95%% bound")
-    parser.add_argument("--drop-bound", choices=["ci_high", "point"], default="ci_high",
-                        help="judge the drop by its upper 95%% bound (default) or its point value")
-    parser.add_argument("--max-rss-mb", type=float, help="peak process RSS budget (MB)")
-    parser.add_argument("--max-energy-mj", type=float, help="energy per inference budget (mJ), where measured")
-    parser.add_argument("--objective", choices=list(OBJECTIVES), default="latency",
-                        help="what to optimize among the engines within budget (default: lowest p99)")
-    parser.add_argument("--allow-invalid", action="store_true", help="accept latency runs marked invalid")
-    parser.add_argument("--device", action="append", help="only this device (repeatable)")
-    parser.add_argument("--model", action="append", help="only this model (repeatable)")
-    parser.add_argument("--parquet", help="also write the decision table here")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not (Path(args.summary_dir) / "latency.parquet").is_file():
-        print(f"error: {args.summary_dir}/latency.parquet not found; run the workflow first "
-              "(snakemake --cores 2) or name the folder holding the summary tables", file=sys.stderr)
-        return 2
-    budgets = Budgets(p99_ms=args.p99_ms, max_mb=args.max_mb, max_drop_points=args.max_drop_points,
-                      max_rss_mb=args.max_rss_mb, max_energy_mj=args.max_energy_mj, drop_bound=args.drop_bound,
-                      require_valid=not args.allow_invalid, objective=args.objective)
-    tables = read_tables(args.summary_dir)
-    for column, wanted in (("device", args.device), ("model", args.model)):
-        if wanted:
-            tables = {k: (t[t[column].isin(wanted)] if len(t) else t) for k, t in tables.items()}
-    decision = decide(tables, budgets)
-    if args.parquet:
-        decision.to_parquet(args.parquet, index=False)
-    print(decision_markdown(decision, budgets), end="")
-    return 0
-
+# --- command line: workflow_scripts/decision_cli.py -----------------------------------------------
 
 if __name__ == "__main__":
+    from workflow_scripts.decision_cli import main
+
     sys.exit(main())

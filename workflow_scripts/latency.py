@@ -2,8 +2,13 @@
 
 One inference task = one ``Runner.run`` call on a fixed batch of ``batch_size`` test images,
 input already in memory; its wall time is the task latency and latency per image is that
-divided by ``batch_size``. Warm-up tasks are discarded; measured tasks continue until both
-``iterations`` and ``min_duration_s`` are reached (MLPerf LoadGen's minimum count and duration).
+divided by ``batch_size``. Warm-up tasks are discarded; measured tasks continue until
+``iterations``, ``min_duration_s`` (MLPerf LoadGen's minimum count and duration) and the count the
+reported p99 needs (299 tasks for a 95% bound, :func:`statistics.tasks_needed`) are all reached,
+bounded by ``max_duration_s``. Each row carries distribution-free 95% intervals of the median and
+p99 (order statistics), the task count, and why the run was noisy (:mod:`workflow_scripts.noise`).
+The uncertainty that holds across runs comes from the interleaved rounds of
+:mod:`workflow_scripts.runoff`.
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import statistics as st
 from .artifacts import write_parquet
 from .backends import get_backend
 from .data_io import iter_batches
 from .energy import measured_energy, open_meter
 from .monitor import make_monitor, summarize_resources
+from .noise import CpuNoise, noise_reason
 from .provenance import with_provenance
 
 log = logging.getLogger(__name__)
-CV_WARNING = 0.10
 
 
 def engine_mb(backend: str, engine_path: str | Path) -> float:
@@ -36,9 +42,13 @@ def engine_mb(backend: str, engine_path: str | Path) -> float:
 
 
 def measure(run, batch: np.ndarray, warmup: int, iterations: int, min_duration_s: float,
-            max_iterations: int = 1_000_000, on_measure_start=None) -> np.ndarray:
+            max_iterations: int = 1_000_000, on_measure_start=None, tasks_needed: int = 0,
+            max_duration_s: float = float("inf")) -> np.ndarray:
     """Latency in seconds of each measured call of ``run(batch)`` (warm-ups excluded).
 
+    Measuring continues until ``iterations``, ``tasks_needed`` (the count the reported percentile
+    needs, :func:`statistics.tasks_needed`) and ``min_duration_s`` of task time are all reached, and
+    stops earlier only at ``max_duration_s`` of wall time (then the row says what is missing).
     ``on_measure_start`` is called after the warm-ups, just before the first measured task (the
     energy meter starts there, so energy covers the measured tasks only).
     """
@@ -49,6 +59,8 @@ def measure(run, batch: np.ndarray, warmup: int, iterations: int, min_duration_s
     samples = []
     clock = time.perf_counter
     measured = 0.0
+    count = max(iterations, tasks_needed)
+    started = clock()
     while len(samples) < max_iterations:
         t0 = clock()
         run(batch)
@@ -56,30 +68,68 @@ def measure(run, batch: np.ndarray, warmup: int, iterations: int, min_duration_s
         samples.append(elapsed)
         measured += elapsed
         # The minimum duration counts task time, the same sum the validity rule checks.
-        if len(samples) >= iterations and measured >= min_duration_s:
+        if len(samples) >= count and measured >= min_duration_s:
+            break
+        if t0 + elapsed - started >= max_duration_s:
+            log.warning("stopped at benchmark.max_duration_s=%g s after %d tasks (wanted %d and %g s of tasks)",
+                        max_duration_s, len(samples), count, min_duration_s)
             break
     return np.asarray(samples)
 
 
-def summarize_latency(samples_s: np.ndarray, batch_size: int) -> dict[str, float]:
-    """Mean, median, p90, p99, min, max, std and CV of task latency (ms), per-image latency and throughput."""
-    ms = np.asarray(samples_s, dtype=float) * 1e3
-    mean = float(ms.mean())
-    std = float(ms.std(ddof=1)) if len(ms) > 1 else 0.0
-    return {
-        "iterations": int(len(ms)),
+def summarize_latency(samples_s: np.ndarray, batch_size: int) -> dict:
+    """Task latency (ms): mean, median and p99 with order-statistic 95% CIs, p90, min, max, std, CV,
+    IQR/median; per-image latency and throughput. NaN samples are left out and counted."""
+    raw = np.asarray(samples_s, dtype=float) * 1e3
+    ms = raw[np.isfinite(raw)]
+    n = len(ms)
+    nan = float("nan")
+    mean = float(ms.mean()) if n else nan
+    std = float(ms.std(ddof=1)) if n > 1 else 0.0
+    out = {
+        "iterations": int(n),
         "latency_mean_ms": mean,
-        "latency_median_ms": float(np.median(ms)),
-        "latency_p90_ms": float(np.percentile(ms, 90)),
-        "latency_p99_ms": float(np.percentile(ms, 99)),
-        "latency_min_ms": float(ms.min()),
-        "latency_max_ms": float(ms.max()),
+        "latency_min_ms": float(ms.min()) if n else nan,
+        "latency_max_ms": float(ms.max()) if n else nan,
         "latency_std_ms": std,
-        "latency_cv": std / mean if mean > 0 else float("nan"),
-        "latency_per_image_median_ms": float(np.median(ms)) / batch_size,
-        "throughput_images_per_s": batch_size * len(ms) / (ms.sum() / 1e3),
+        "latency_cv": std / mean if n and mean > 0 else nan,
+        "latency_iqr_ratio": st.robust_dispersion(ms),
+        "throughput_images_per_s": batch_size * n / (ms.sum() / 1e3) if n else nan,
         "measured_duration_s": float(ms.sum() / 1e3),
     }
+    out.update(st.latency_statistics(raw, batch_size))
+    out["latency_per_image_median_ms"] = out["latency_median_ms"] / batch_size
+    return out
+
+
+def measure_round(module, engine_path: str | Path, threads: int, batch: np.ndarray, warmup: int, iterations: int,
+                  min_duration_s: float, max_duration_s: float = float("inf"),
+                  tasks_needed: int = 0) -> tuple[np.ndarray, float, dict]:
+    """One round: load a fresh runner, warm up, measure; (samples in s, load time in s, CPU noise)."""
+    started = time.perf_counter()
+    runner = module.load_runner(engine_path, threads)
+    load_s = time.perf_counter() - started
+    try:
+        with CpuNoise() as noise:
+            samples = measure(runner.run, batch, warmup, iterations, min_duration_s, tasks_needed=tasks_needed,
+                              max_duration_s=max_duration_s)
+    finally:
+        runner.close()
+    return samples, load_s, noise.result
+
+
+def validity(summary: dict, iterations: int, min_duration_s: float) -> tuple[bool, str]:
+    """(valid, why not): enough finite tasks and task time, and a finite median."""
+    why = []
+    if summary.get("latency_nan_samples", 0):
+        why.append(f"{summary['latency_nan_samples']} NaN samples")
+    if not np.isfinite(summary.get("latency_median_ms", np.nan)):
+        why.append("no finite median")
+    if summary["iterations"] < iterations:
+        why.append(f"{summary['iterations']} tasks < benchmark.iterations={iterations}")
+    if summary["measured_duration_s"] < min_duration_s:
+        why.append(f"{summary['measured_duration_s']:.2f} s of tasks < benchmark.min_duration_s={min_duration_s:g}")
+    return not why, "; ".join(why)
 
 
 def device_breakdown(runner, batch: np.ndarray, iterations: int) -> dict[str, float]:
@@ -101,7 +151,7 @@ def device_breakdown(runner, batch: np.ndarray, iterations: int) -> dict[str, fl
 def benchmark_latency(backend: str, engine_path: str | Path, data_dir: str | Path, batch_size: int, warmup: int,
                       iterations: int, min_duration_s: float, threads: int, monitor_interval_s: float,
                       summary_path: str | Path, samples_path: str | Path, resources_path: str | Path,
-                      labels: dict, provenance: dict) -> dict:
+                      labels: dict, provenance: dict, max_duration_s: float = 60.0) -> dict:
     """Load the engine, warm up, measure with the monitor running; write summary, raw samples and resources."""
     module = get_backend(backend)
     batch, _ = next(iter_batches(data_dir, "test", batch_size))
@@ -113,30 +163,40 @@ def benchmark_latency(backend: str, engine_path: str | Path, data_dir: str | Pat
     load_s = time.perf_counter() - load_started
     monitor = make_monitor(monitor_interval_s)
     meter = open_meter()
-    with monitor:
-        samples = measure(runner.run, batch, warmup, iterations, min_duration_s, on_measure_start=meter.start)
+    needed = st.tasks_needed(0.99)
+    with monitor, CpuNoise() as noise:
+        samples = measure(runner.run, batch, warmup, iterations, min_duration_s, on_measure_start=meter.start,
+                          tasks_needed=needed, max_duration_s=max_duration_s)
         reading = meter.stop()
     breakdown = device_breakdown(runner, batch, iterations)
     runner.close()
     summary = summarize_latency(samples, batch_size)
     summary.update(breakdown)
-    valid = summary["iterations"] >= iterations and summary["measured_duration_s"] >= min_duration_s
+    valid, invalid_reason = validity(summary, iterations, min_duration_s)
     summary.update(labels)
+    summary.update(noise.result)
+    noisy, reason = noise_reason(summary["latency_iqr_ratio"], summary["cpu_steal_percent"],
+                                 summary["other_processes_cores"])
     summary.update({
         "batch_size": batch_size, "warmup": warmup, "min_iterations": iterations, "min_duration_s": min_duration_s,
-        "threads": threads, "load_s": load_s, "valid": valid, "engine_mb": engine_mb(backend, engine_path),
-        "high_variation": summary["latency_cv"] > CV_WARNING,
+        "max_duration_s": max_duration_s, "threads": threads, "load_s": load_s, "valid": valid,
+        "invalid_reason": invalid_reason, "engine_mb": engine_mb(backend, engine_path),
+        "high_variation": noisy, "noise_reason": reason,
     })
-    if summary["high_variation"]:
-        log.warning("latency CV %.2f exceeds %.2f: the machine was busy or clocks varied", summary["latency_cv"], CV_WARNING)
+    if noisy:
+        log.warning("noisy latency run: %s", reason)
+    if summary["latency_p99_note"]:
+        log.warning("%s (benchmark.max_duration_s=%g s reached first)", summary["latency_p99_note"], max_duration_s)
     resources = monitor.frame()
     summary.update(summarize_resources(resources))
     # Energy over the measured tasks: a counter (NVML, RAPL) or the trace's power samples; else empty, with why.
     summary.update(measured_energy(meter, reading, resources, summary["iterations"], batch_size))
     if summary["energy_source"]:
         log.info("energy %.3f mJ per inference (%s)", summary["energy_per_inference_mj"], summary["energy_source"])
-    log.info("median %.3f ms, p99 %.3f ms over %d tasks", summary["latency_median_ms"], summary["latency_p99_ms"],
-             summary["iterations"])
+    log.info("median %.3f ms [%.3f, %.3f], p99 %.3f ms [%.3f, %.3f] over %d tasks; %s",
+             summary["latency_median_ms"], summary["latency_median_ci_low_ms"], summary["latency_median_ci_high_ms"],
+             summary["latency_p99_ms"], summary["latency_p99_ci_low_ms"], summary["latency_p99_ci_high_ms"],
+             summary["iterations"], reason)
     write_parquet(with_provenance(pd.DataFrame([summary]), provenance), summary_path)
     raw = pd.DataFrame({"iteration": np.arange(len(samples)), "latency_ms": samples * 1e3})
     for key, value in labels.items():

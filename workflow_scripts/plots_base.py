@@ -5,7 +5,7 @@ Conventions every figure follows:
 - one color per hue (precision, or device / backend), the same order everywhere;
 - models in the registry's order (small to large, as in the study), whatever order rows come in;
 - flags are drawn, never hidden: hatched ``//`` = invalid latency run (or its FP32 reference),
-  dotted ``..`` = high variation (CV > 0.10); each figure's legend explains the hatches it uses;
+  dotted ``..`` = noisy run (IQR/median of the task latencies > 0.10); each figure's legend explains the hatches it uses;
 - error bars only where an interval exists (a single measured run or a NaN spread draws none,
   never a zero-length bar);
 - one legend per figure, below the panels, so no legend covers a bar;
@@ -25,7 +25,7 @@ from .registry import MODELS
 PRECISION_ORDER = ["keras", "fp32", "fp16", "int8"]
 QUANTIZED = ["fp16", "int8"]
 INVALID_NOTE = "hatched //: invalid latency run (valid = False) or invalid FP32 reference"
-VARIATION_NOTE = "dotted ..: high variation (latency CV > 0.10)"
+VARIATION_NOTE = "dotted ..: noisy run (IQR/median of task latency > 0.10; the tables say why)"
 NO_GPU_NOTE = "GPU data absent"
 INVALID_HATCH, VARIATION_HATCH = "//", ".."
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

@@ -29,12 +29,13 @@ def int8_tradeoff_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     latency, accuracy = tables.get("latency", pd.DataFrame()), tables.get("accuracy", pd.DataFrame())
     if not len(latency):
         return pd.DataFrame()
-    int8 = latency[latency["precision"] == "int8"].copy()
-    ratio = int8["latency_median_vs_fp32"].astype(float)
-    int8["speedup"] = 1 / ratio
-    # The interval of 1/r is [1/high, 1/low] of r's interval.
-    int8["speedup_ci_low"] = 1 / int8.get("latency_median_vs_fp32_ci_high", np.nan)
-    int8["speedup_ci_high"] = 1 / int8.get("latency_median_vs_fp32_ci_low", np.nan)
+    from .plots import ratio_from_rounds
+
+    int8 = ratio_from_rounds(latency[latency["precision"] == "int8"].copy())
+    int8["speedup"] = 1 / int8["ratio"].astype(float)
+    # The interval of 1/r is [1/high, 1/low] of r's interval (paired by the runoff's rounds).
+    int8["speedup_ci_low"] = 1 / int8["ratio_ci_high"]
+    int8["speedup_ci_high"] = 1 / int8["ratio_ci_low"]
     keys = [k for k in ("device", "backend", "dataset", "input_size", "model") if k in int8.columns]
     if len(accuracy):
         acc = accuracy[accuracy["precision"] == "int8"]
@@ -45,7 +46,8 @@ def int8_tradeoff_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def fig_int8_tradeoff(tables: dict[str, pd.DataFrame]):
-    """Fig. 13: each backend's INT8 speedup over its own FP32 (bootstrap 95% CI) beside its INT8 top-1 drop (paired CI)."""
+    """Fig. 13: each backend's INT8 speedup over its own FP32 (95% CI over interleaved rounds) beside its INT8
+    top-1 drop (paired CI)."""
     frame = int8_tradeoff_table(tables)
     if not len(frame):
         fig, axes = _grid(1, 1)
@@ -123,6 +125,11 @@ def fig_pareto(tables: dict[str, pd.DataFrame], latency: str = "p99"):
                 low, high = row["top1_low_percent"], row["top1_high_percent"]
                 if np.isfinite(low) and np.isfinite(high):
                     ax.plot([row[column]] * 2, [low, high], color=colors[row["backend"]], linewidth=0.8, zorder=2)
+                # The latency's 95% CI (over the runoff's rounds where it ran, else the run's order statistics).
+                x_low, x_high = row.get(f"{column[:3]}_ci_low_ms"), row.get(f"{column[:3]}_ci_high_ms")
+                if pd.notna(x_low) and pd.notna(x_high) and np.isfinite(x_low) and np.isfinite(x_high):
+                    ax.plot([x_low, x_high], [row["top1_percent"]] * 2, color=colors[row["backend"]], linewidth=0.8,
+                            zorder=2)
             front = panel[pareto_front(panel[column], panel["top1_percent"])].sort_values(column)
             if len(front):
                 ax.step(front[column], front["top1_percent"], where="post", color="black", linewidth=1,
@@ -132,7 +139,7 @@ def fig_pareto(tables: dict[str, pd.DataFrame], latency: str = "p99"):
                                 textcoords="offset points", xytext=(4, 4), fontsize=7)
             ax.set_xscale("log")
             plain_log_ticks(ax.xaxis)
-            ax.set_xlabel(f"{latency} task latency (ms, log scale)")
+            ax.set_xlabel(f"{latency} task latency (ms, log scale; line: 95% CI over rounds)")
             ax.set_ylabel("top-1 % (line: Wilson 95% CI)")
             ax.grid(linewidth=0.3)
     handles = [(Line2D([], [], marker="o", linestyle="none", color=colors[b], markeredgecolor="black"), b)

@@ -1,7 +1,9 @@
 """The end-of-run summary, printed when the workflow finishes (as trtexec and benchmark_app do).
 
-Per engine: median (p50) and p99 task latency, throughput, engine size, top-1 with its drop versus
-FP32 and the drop's paired 95% interval, and the measurement flags. Written to
+Per engine: median (p50) and p99 task latency with their 95% intervals (between rounds where the
+runoff ran, else over one run's tasks), the tasks and rounds behind them, throughput, engine size,
+top-1 with its drop versus FP32 and the drop's paired 95% interval, and the measurement flags; per
+model, a tie within measurement noise and how the decision broke it. Written to
 ``results/summary/summary.md`` by rule ``run_summary`` (rules/decide.smk) and printed by the
 Snakefile's ``onsuccess:`` handler through :func:`print_run_summary`.
 """
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .decision import GROUP, _num, drop_text, engine_table, flags_text, read_tables
+from .decision import GROUP, _num, drop_text, engine_table, flags_text, interval_text, read_tables
 
-HEADER = ("engine", "p50 ms", "p99 ms", "img/s", "MB", "top-1 %", "drop pts [95% CI]", "energy mJ", "flags")
+HEADER = ("engine", "p50 ms [95% CI]", "p99 ms [95% CI]", "tasks/rounds", "img/s", "MB", "top-1 %",
+          "drop pts [95% CI]", "energy mJ", "flags")
+LEFT = (0, 1, 2, 7, 9)
 
 
 def _rows(group: pd.DataFrame, chosen: set) -> list[tuple[str, ...]]:
@@ -24,7 +28,9 @@ def _rows(group: pd.DataFrame, chosen: set) -> list[tuple[str, ...]]:
         name = f"{row['backend']} {row['precision']}"
         if (row["device"], row["dataset"], row["model"], row["backend"], row["precision"]) in chosen:
             name += " *"
-        rows.append((name, _num(row["p50_ms"]), _num(row["p99_ms"]), _num(row["throughput_images_per_s"], ".4g"),
+        rows.append((name, interval_text(row, "p50"), interval_text(row, "p99"),
+                     f"{_num(row.get('tasks'), '.0f')}/{int(row.get('rounds', 0) or 0)}",
+                     _num(row["throughput_images_per_s"], ".4g"),
                      _num(row["engine_mb"]), _num(row["top1_percent"], ".2f"), drop_text(row),
                      _num(row["energy_per_inference_mj"]), flags_text(row) or "ok"))
     return rows
@@ -34,7 +40,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in [HEADER] + rows) for i in range(len(HEADER))]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i in (0, 6, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.ljust(w) if i in LEFT else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     return [line(HEADER), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
 
@@ -44,12 +50,17 @@ def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None
     """The summary as plain text (fixed-width columns), grouped by device, dataset and model; the
     closing hint names the files under ``summary_dir`` (config key results_dir + /summary)."""
     engines = engine_table(tables)
-    chosen = set()
+    chosen, ties = set(), {}
     if decision is not None and len(decision) and "chosen" in decision.columns:
         picked = decision[decision["chosen"].astype(bool)]
         chosen = set(map(tuple, picked[["device", "dataset", "model", "backend", "precision"]].to_numpy()))
+        if "tie_note" in picked.columns:
+            ties = {(r["device"], r["dataset"], r["model"]): r["tie_note"] for _, r in picked.iterrows()
+                    if r["tie_note"]}
     lines = ["=== edgeptq: performance summary ===",
-             "p50/p99: task latency percentiles over the measured tasks (warm-ups excluded); img/s: throughput; "
+             "p50/p99: task latency percentiles (warm-ups excluded) with 95% intervals: between interleaved "
+             "rounds where the runoff ran (tasks/rounds: tasks of one run / rounds), else over one run's tasks; "
+             "a p99 needs 299 tasks (n/a below); img/s: throughput; "
              "MB: engine file; drop: top-1 vs FP32 of the same backend, paired bootstrap 95% CI"
              + ("; * = chosen by the deployment decision (decision.md)" if chosen else "") + "."]
     if not len(engines):
@@ -58,13 +69,15 @@ def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None
     for (device, dataset, size, model), group in engines.groupby(GROUP, sort=False):
         lines += ["", f"--- {device} · {model} · {dataset} {size} px ---"]
         lines += _table(_rows(group, chosen))
+        if (device, dataset, model) in ties:
+            lines.append(f"Tie within measurement noise: {ties[(device, dataset, model)]}.")
         flagged += int((group.apply(flags_text, axis=1) != "").sum())
     energy = engines["energy_per_inference_mj"]
     notes = [""]
     if flagged:
         notes.append(f"{flagged} of {len(engines)} engines carry flags: 'invalid' runs missed their minimum task "
-                     "count or duration; 'high variation' means CV > 0.10 (a busy machine or varying clocks): "
-                     "compare their latencies with care.")
+                     "count or duration (or had NaN samples); 'noisy' means IQR/median > 0.10, with what was seen "
+                     "(CPU steal, other processes' load): compare their latencies with care.")
     if energy.isna().all():
         reasons = sorted({n for n in engines["energy_note"] if n}) or ["energy not measured"]
         notes.append("energy: not measured (" + "; ".join(reasons) + ").")

@@ -1,6 +1,11 @@
 """Interval estimates for the summary tables, all delegated to SciPy's implementations.
 
-- latency: median with a seeded bootstrap 95% CI over the raw per-task samples, plus p90/p99;
+- latency: median and p99 with distribution-free 95% CIs from binomial order statistics (the
+  reasoning behind MLPerf LoadGen's early stopping), the task count, and whether that count can
+  support the percentile at all (:func:`order_statistic_ci`, :func:`tasks_needed`); p90 as a point;
+- latency across rounds (several measurements of one engine, interleaved with the other engines of
+  its model, :mod:`workflow_scripts.runoff`): the same order-statistic CI over the round values, the
+  uncertainty that holds across runs;
 - latency ratios (quantized / FP32): ratio of medians with an independent two-sample bootstrap CI;
 - top-1 accuracy: Wilson score interval (``binomtest(k, n).proportion_ci(method="wilson")``);
 - accuracy drop versus FP32: paired bootstrap CI over the same test images;
@@ -65,21 +70,102 @@ def median_ci(samples, confidence: float = CONFIDENCE, n_resamples: int = N_RESA
     return median, low, high
 
 
-def latency_statistics(samples_ms, batch_size: int = 1, confidence: float = CONFIDENCE,
-                       n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, float]:
-    """Median task latency with its bootstrap CI, p90 and p99 (ms), and the per-image median CI."""
-    x = np.asarray(samples_ms, dtype=float)
-    median, low, high = median_ci(x, confidence, n_resamples, seed)
+def tasks_needed(q: float, confidence: float = CONFIDENCE) -> int:
+    """The fewest samples whose largest is a ``confidence`` upper bound on the ``q``-quantile.
+
+    The largest of n samples lies below the q-quantile with probability q**n, so it bounds the
+    quantile once q**n <= 1 - confidence: 299 for p99 at 95% (59 for p95, 5 for the median).
+    Below this count no sample, and so no interval, bounds the percentile from above.
+    """
+    if not 0 < q < 1:
+        raise ValueError(f"quantile {q} is not between 0 and 1")
+    return int(np.ceil(np.log(1 - confidence) / np.log(q) - 1e-12))
+
+
+def order_statistic_ci(samples, q: float, confidence: float = CONFIDENCE) -> tuple[float, float, bool]:
+    """Distribution-free ``confidence`` interval [x_(l), x_(u)] of the ``q``-quantile, and whether it exists.
+
+    The number B of samples below the true quantile is Binomial(n, q), whatever the distribution,
+    so P(x_(l) <= Q <= x_(u)) >= P(l <= B < u). The tails are split equally where the count allows;
+    where it does not, the whole upper tail left (q**n) is used and the lower tail takes the rest
+    of 1 - confidence. NaN samples are dropped. Returns (low, high, supported); without a bound on
+    both sides it returns (nan, nan, False).
+    """
+    x = np.sort(np.asarray(samples, dtype=float))
+    x = x[np.isfinite(x)]
+    n = len(x)
+    alpha = 1 - confidence
+    if n == 0:
+        return float("nan"), float("nan"), False
+    cdf = stats.binom.cdf(np.arange(n + 1), n, q)  # cdf[k] = P(B <= k)
+    upper_tail = 1 - cdf[:n]  # upper_tail[u - 1] = P(B >= u), u = 1..n
+    ok_u = np.flatnonzero(upper_tail <= alpha / 2 + 1e-12)
+    if len(ok_u):
+        u, lower_budget = int(ok_u[0]) + 1, alpha / 2
+    elif q ** n <= alpha + 1e-12:
+        u = n  # the largest sample: its upper tail q**n, the lower tail gets the rest
+        lower_budget = alpha - q ** n
+    else:
+        return float("nan"), float("nan"), False
+    ok_l = np.flatnonzero(cdf[:n] <= lower_budget + 1e-12)  # cdf[l - 1] = P(B < l), l = 1..n
+    if not len(ok_l):
+        return float("nan"), float("nan"), False
+    l = int(ok_l[-1]) + 1
+    return float(x[l - 1]), float(x[u - 1]), True
+
+
+def latency_statistics(samples_ms, batch_size: int = 1, confidence: float = CONFIDENCE) -> dict:
+    """Median and p99 task latency (ms) with order-statistic CIs, p90, the task count and p99 support.
+
+    A percentile the count cannot support (fewer than :func:`tasks_needed` finite samples) is NaN,
+    with ``latency_p99_supported`` False and the reason in ``latency_p99_note``; never a number.
+    NaN samples (a failed timer) are not tasks: they are counted in ``latency_nan_samples``.
+    """
+    raw = np.asarray(samples_ms, dtype=float)
+    x = raw[np.isfinite(raw)]
+    n = len(x)
+    median = float(np.median(x)) if n else float("nan")
+    m_low, m_high, m_ok = order_statistic_ci(x, 0.5, confidence)
+    p_low, p_high, p_ok = order_statistic_ci(x, 0.99, confidence)
+    need = tasks_needed(0.99, confidence)
+    note = "" if p_ok else f"p99 not supported: {n} tasks, a 95% bound on p99 needs at least {need}"
     return {
-        "latency_samples": int(len(x)),
+        "latency_samples": int(n),
+        "latency_nan_samples": int(len(raw) - n),
         "latency_median_ms": median,
-        "latency_median_ci_low_ms": low,
-        "latency_median_ci_high_ms": high,
-        "latency_p90_ms": float(np.percentile(x, 90)) if len(x) else float("nan"),
-        "latency_p99_ms": float(np.percentile(x, 99)) if len(x) else float("nan"),
-        "latency_per_image_median_ci_low_ms": low / batch_size,
-        "latency_per_image_median_ci_high_ms": high / batch_size,
+        "latency_median_ci_low_ms": m_low,
+        "latency_median_ci_high_ms": m_high,
+        "latency_p90_ms": float(np.percentile(x, 90)) if n else float("nan"),
+        "latency_p99_ms": float(np.percentile(x, 99)) if p_ok else float("nan"),
+        "latency_p99_ci_low_ms": p_low,
+        "latency_p99_ci_high_ms": p_high,
+        "latency_p99_supported": bool(p_ok),
+        "latency_p99_tasks_needed": need,
+        "latency_p99_note": note,
+        "latency_per_image_median_ci_low_ms": m_low / batch_size,
+        "latency_per_image_median_ci_high_ms": m_high / batch_size,
     }
+
+
+def robust_dispersion(samples_ms) -> float:
+    """Interquartile range / median of the finite samples (NaN when empty): a spread that a few
+    outliers (a preempted task) cannot inflate, unlike the CV."""
+    x = np.asarray(samples_ms, dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return float("nan")
+    q1, median, q3 = np.percentile(x, [25, 50, 75])
+    return float((q3 - q1) / median) if median > 0 else float("nan")
+
+
+def rounds_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Median of per-round values and the order-statistic CI of that median (NaN below 6 rounds at 95%)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return float("nan"), float("nan"), float("nan")
+    low, high, _ = order_statistic_ci(x, 0.5, confidence)
+    return float(np.median(x)), low, high
 
 
 def _ratio_of_medians(a, b, axis=-1):

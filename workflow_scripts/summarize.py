@@ -188,8 +188,10 @@ def compression_tables(export: pd.DataFrame, build: pd.DataFrame) -> tuple[pd.Da
     return runs, pd.DataFrame(rows)
 
 
-def latency_table(latency: pd.DataFrame, samples: pd.DataFrame, seed: int, n_resamples: int) -> pd.DataFrame:
-    """Latency rows with the median's bootstrap CI, p90/p99 from the raw samples, and ratios to FP32."""
+def latency_table(latency: pd.DataFrame, samples: pd.DataFrame, seed: int, n_resamples: int,
+                  runoff: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Latency rows with order-statistic CIs of median and p99 from the raw samples, ratios to FP32, and the
+    runoff's between-round intervals (:func:`runoff.merge_round_statistics`)."""
     latency = keep_newest_config(latency, CELL, "latency")
     if not len(latency):
         return latency
@@ -206,18 +208,26 @@ def latency_table(latency: pd.DataFrame, samples: pd.DataFrame, seed: int, n_res
             stats_ = {"latency_samples": 0, "latency_median_ci_low_ms": np.nan, "latency_median_ci_high_ms": np.nan,
                       "latency_per_image_median_ci_low_ms": np.nan, "latency_per_image_median_ci_high_ms": np.nan}
         else:
-            stats_ = st.latency_statistics(raw, int(row.get("batch_size", 1) or 1), n_resamples=n_resamples, seed=seed)
-        fp32 = by_cell.get(key[:-1] + ("fp32",))
-        # Only the interval is kept: the point ratio comes from the medians (latency_median_vs_fp32).
-        if raw is not None and fp32 is not None:
-            _, low, high = st.ratio_of_medians_ci(raw, fp32, n_resamples=n_resamples, seed=seed)
-        else:
-            low, high = np.nan, np.nan
-        stats_.update({"latency_median_vs_fp32_ci_low": low, "latency_median_vs_fp32_ci_high": high})
+            stats_ = st.latency_statistics(raw, int(row.get("batch_size", 1) or 1))
         for name, value in stats_.items():
             new.setdefault(name, []).append(value)
     for name, values in new.items():
         out[name] = values
+    # NaN samples or no finite median: never a valid row the decision ranks.
+    nan_samples = pd.to_numeric(out.get("latency_nan_samples", 0), errors="coerce").fillna(0)
+    finite = np.isfinite(pd.to_numeric(out["latency_median_ms"], errors="coerce").to_numpy(dtype=float))
+    broken = (nan_samples.to_numpy() > 0) | ~finite
+    if "valid" not in out.columns:
+        out["valid"] = True
+    out["valid"] = out["valid"].astype("object").fillna(True).astype(bool) & ~broken
+    if broken.any():
+        reason = out.get("invalid_reason", pd.Series("", index=out.index)).fillna("").astype(str)
+        out["invalid_reason"] = np.where(broken, reason.where(reason == "", reason + "; ")
+                                         + "NaN latency samples or no finite median", reason)
+        log.warning("%d latency rows have NaN samples or no finite median: marked invalid", int(broken.sum()))
+    from .runoff import merge_round_statistics
+
+    out = merge_round_statistics(out, runoff if runoff is not None else pd.DataFrame())
     if (out["precision"] == "fp32").any():
         out["latency_median_vs_fp32"] = normalize_to_fp32(out, "latency_median_ms")
         fp32_valid = out[out["precision"] == "fp32"].drop_duplicates(KEYS).set_index(KEYS)["valid"]
@@ -347,7 +357,7 @@ def trace_table(export_traces: pd.DataFrame, build_traces: pd.DataFrame) -> pd.D
 
 def build_tables(files: dict[str, list[str]], results_dir: str | Path | None = None, seed: int = 0,
                  n_resamples: int = st.N_RESAMPLES, allow_mixed: bool = False,
-                 current_settings: dict | None = None) -> dict[str, pd.DataFrame]:
+                 current_settings: dict | None = None, runoff: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """All summary tables from the per-engine tables listed in ``files`` (keys: FILE_KEYS).
 
     Superseded rows of a cell are dropped first (:func:`keep_newest_config`); the rows left must
@@ -363,7 +373,7 @@ def build_tables(files: dict[str, list[str]], results_dir: str | Path | None = N
         return frames[key]
 
     compression, compression_stats = compression_tables(read("export_files"), read("build_files"))
-    latency = latency_table(read("latency_files"), read("latency_samples_files"), seed, n_resamples)
+    latency = latency_table(read("latency_files"), read("latency_samples_files"), seed, n_resamples, runoff)
     accuracy = accuracy_table(read("accuracy_files"), read("prediction_files"), read("keras_accuracy_files"), seed,
                               n_resamples)
     build = compression[compression["stage"] == "engine_build"] if len(compression) else compression
@@ -376,6 +386,7 @@ def build_tables(files: dict[str, list[str]], results_dir: str | Path | None = N
         "resources": resources_table(latency),
         "compression_resources": trace_table(read("export_resource_files"), read("build_resource_files")),
     }
+    tables["runoff"] = runoff if runoff is not None else pd.DataFrame()
     tables["claims"] = claims_table(tables)
     return tables
 
@@ -410,9 +421,13 @@ def summarize(inputs: dict, out_dir: str | Path, allow_mixed: bool | None = None
         files = check_summary_engines(files, results_dir)
     extra = sum(len(v) for v in files.values()) - sum(len(v) for v in current_files.values())
     log.info("reading %d per-engine tables (%d beyond the current config)", sum(len(v) for v in files.values()), extra)
+    from .runoff import find_runoff_files, read_runoff
+
+    runoff = read_runoff(find_runoff_files(results_dir, inputs.get("runoff_files"), inputs.get("ignore_folders")),
+                         results_dir)
     tables = build_tables(files, results_dir, seed=int(inputs.get("seed", 0)),
                           n_resamples=int(inputs.get("n_resamples", st.N_RESAMPLES)), allow_mixed=allow_mixed,
-                          current_settings=current)
+                          current_settings=current, runoff=runoff)
     for name, table in tables.items():
         write_parquet(table, Path(out_dir) / f"{name}.parquet")
         devices = sorted(set(table["device"])) if len(table) and "device" in table.columns else []

@@ -12,6 +12,7 @@ run(sm, lambda: benchmark_latency(
     warmup=bench["warmup"],
     iterations=bench["iterations"],
     min_duration_s=bench["min_duration_s"],
+    max_duration_s=bench["max_duration_s"],
     threads=bench["threads"] or sm.threads,
     monitor_interval_s=settings["monitor"]["interval_s"],
     summary_path=sm.output.summary,
