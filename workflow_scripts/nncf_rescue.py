@@ -92,10 +92,12 @@ def run_nncf_rescue(onnx_path: str | Path, data_dir: str | Path, start_variant: 
                         for image, label in zip(images, labels)]
 
     def validate(compiled_model, items) -> tuple[float, list[float]]:
-        output = compiled_model.outputs[0]
+        # Per-item top-1 (NNCF selects its ranking subset by item); one infer request reused.
+        request = compiled_model.create_infer_request()
         values = []
         for image, label in items:
-            scores = compiled_model(image)[output]
+            request.infer({0: image})
+            scores = request.get_output_tensor(0).data
             values.append(float(np.argmax(scores[0]) == label and np.isfinite(scores).all()))
         return float(np.mean(values)) if values else 0.0, values
 

@@ -15,8 +15,9 @@ kept in float (monotone), the search is:
    meets the target; if even the cap does not, stop (``budget`` or ``ranking exhausted``).
 3. ``bisect``: bisection between the last failing and the first meeting prefix: the smallest prefix
    ``k`` that meets the target, in about ``2 log2 k`` judged builds whatever the ranking's length.
-4. ``prune``: each group of that prefix but its last (prefix ``k - 1`` is known to fail), least
-   sensitive first, is put back to INT8 if the model still meets the target without it.
+4. ``prune``: the groups of that prefix but its last (prefix ``k - 1`` is known to fail), least
+   sensitive first, go back to INT8 while the model still meets the target: in chunks of half of
+   them, then quarters, ..., then one by one (:func:`prune_groups`).
 
 With a monotone judge (a superset of a set that meets the target meets it too) the result meets the
 target and no single group of it can be put back to INT8 without missing it; when the target is met
@@ -113,9 +114,28 @@ def search_float_groups(ranking: Sequence[str | Sequence[str]], judge: Callable[
             low = mid
     kept = list(range(high))
     if prune:
-        # The last group stays (prefix high - 1 fails); try the others, least sensitive first.
-        for index in reversed(kept[:-1]):
-            trial = [i for i in kept if i != index]
-            if meets(trial, "prune"):
-                kept = trial
+        kept = prune_groups(kept, lambda trial: meets(trial, "prune"))
     return result(kept, True, "target")
+
+
+def prune_groups(kept: list[int], meets: Callable[[list[int]], bool]) -> list[int]:
+    """Put groups of ``kept`` (a meeting prefix) back to INT8 while the target still holds.
+
+    The last group stays (the prefix without it fails). The others, least sensitive first, are tried
+    in chunks: half of them at once, then quarters, ..., then one by one, so a prefix of which only
+    ``r`` groups matter costs about ``2 r log2(k)`` builds rather than ``k``; the one-by-one pass at
+    the end leaves no single group that could go back.
+    """
+    kept = list(kept)
+    chunk = max(1, (len(kept) - 1) // 2)
+    while kept[:-1]:
+        candidates = list(reversed(kept[:-1]))
+        for start in range(0, len(candidates), chunk):
+            part = set(candidates[start:start + chunk])
+            trial = [i for i in kept if i not in part]
+            if len(trial) < len(kept) and meets(trial):
+                kept = trial
+        if chunk == 1:
+            break
+        chunk = max(1, chunk // 2)
+    return kept
