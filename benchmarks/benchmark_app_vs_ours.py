@@ -1,0 +1,111 @@
+"""Harness overhead against a third-party tool: OpenVINO's own benchmark_app vs the workflow's latency code.
+
+Both time the same OpenVINO IR on the CPU, one synchronous request on one stream, with the same
+thread count and the inference precision our runner applied. benchmark_app runs as
+
+    benchmark_app -m <ir> -d CPU -api sync -nireq 1 -nstreams 1 -hint none -nthreads <T>
+                  -infer_precision <f32|bf16|f16> -shape <input>[<batch>,...] -t <seconds>
+
+(a fresh process each round), ours loads a fresh runner and measures with
+``workflow_scripts.latency.measure_round`` for the same time. The two alternate in rounds (ours
+first in even rounds, benchmark_app first in odd ones) so drift hits both alike. Per IR it prints
+both medians (median over rounds of each round's median) and the ratio ours / benchmark_app,
+paired by round, with its distribution-free 95% interval over rounds (6 rounds or more).
+
+    python benchmarks/benchmark_app_vs_ours.py results/<device>/openvino/digits_32px/*/fp32.xml --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workflow_scripts import statistics as st  # noqa: E402
+from workflow_scripts.backends import get_backend  # noqa: E402
+from workflow_scripts.latency import measure_round  # noqa: E402
+
+MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*ms")
+PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+def ir_input(xml: Path) -> tuple[str, list[int]]:
+    """The IR's first input name and its shape (dynamic dims as -1)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    port = model.inputs[0]
+    dims = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
+    return port.get_any_name(), dims
+
+
+def applied_precision(xml: Path, threads: int) -> str:
+    """The inference precision our runner applies to this IR (benchmark_app gets the same)."""
+    runner = get_backend("openvino").load_runner(xml, threads)
+    try:
+        value = str(runner.config.get("INFERENCE_PRECISION_HINT", "f32")).lower()
+    finally:
+        runner.close()
+    return next((p for p in PRECISIONS if p in value), "f32")
+
+
+def benchmark_app(xml: Path, name: str, shape: list[int], threads: int, seconds: float, precision: str) -> float:
+    """benchmark_app's median latency (ms) of one run."""
+    exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
+    cmd = [exe, "-m", str(xml), "-d", "CPU", "-api", "sync", "-nireq", "1", "-nstreams", "1", "-hint", "none",
+           "-nthreads", str(threads), "-infer_precision", precision, "-t", f"{seconds:g}",
+           "-shape", f"{name}[{','.join(str(d) for d in shape)}]"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    found = MEDIAN.findall(done.stdout)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"benchmark_app failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-2000:]}"
+                           f"\n{done.stderr[-2000:]}")
+    return float(found[-1])
+
+
+def ours(xml: Path, shape: list[int], threads: int, seconds: float) -> float:
+    """Our latency code's median latency (ms) of one round (fresh runner, 5 warm-ups)."""
+    batch = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    samples, _, _ = measure_round(get_backend("openvino"), xml, threads, batch, warmup=5, iterations=1,
+                                  min_duration_s=seconds)
+    return float(np.median(samples) * 1e3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("irs", nargs="+", type=Path, help="OpenVINO IR files (.xml)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per tool and round")
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args()
+
+    print(f"{'IR':64s} {'prec':>5s} {'ours ms':>9s} {'bench_app ms':>12s} {'ours/bench_app [95% CI]':>26s}")
+    for xml in args.irs:
+        name, dims = ir_input(xml)
+        shape = [args.batch] + [d if d > 0 else 1 for d in dims[1:]]
+        precision = applied_precision(xml, args.threads)
+        mine, theirs = [], []
+        for r in range(args.rounds):
+            order = (0, 1) if r % 2 == 0 else (1, 0)
+            for which in order:
+                if which == 0:
+                    mine.append(ours(xml, shape, args.threads, args.seconds))
+                else:
+                    theirs.append(benchmark_app(xml, name, shape, args.threads, args.seconds, precision))
+        ratio, low, high = st.rounds_interval(np.asarray(mine) / np.asarray(theirs))
+        print(f"{str(xml)[-64:]:64s} {precision:>5s} {np.median(mine):9.4f} {np.median(theirs):12.4f} "
+              f"{ratio:8.3f} [{low:.3f}, {high:.3f}]")
+        print(f"  per round ours: {', '.join(f'{v:.4f}' for v in mine)}")
+        print(f"  per round benchmark_app: {', '.join(f'{v:.4f}' for v in theirs)}")
+
+
+if __name__ == "__main__":
+    main()
