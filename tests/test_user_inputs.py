@@ -114,7 +114,7 @@ def test_a_user_keras_model_is_imported_not_trained_and_an_onnx_file_skips_the_e
     ("size", r"takes 64x64 images, but the data are prepared at 32x32 \(config key 'input_size'\)"),
     ("classes", r"has 5 output classes, but dataset 'imgs' has 10"),
     ("channels", r"takes 1-channel images, but the data are prepared as 3-channel RGB"),
-    ("litert", r"are ONNX files, but backend\(s\) \['litert'\] build from a Keras model"),
+    ("litert", r"are ONNX files \(or SavedModels, which enter as ONNX\), but backend\(s\) \['litert'\] build from a Keras"),
     ("unlabelled", r"dataset 'imgs' has no labels .* \['MobileNetV3Small'\] cannot be trained"),
     ("missing", r"user_models.mine.path' is 'nowhere/m.keras', but .* does not exist"),
 ])
@@ -185,3 +185,34 @@ def test_weights_and_training_subsets_are_checked_with_the_config(override, need
 def test_weights_and_training_subsets_are_refused_at_planning_before_any_job(tmp_path, override, needle):
     code, out = _dry(tmp_path, **override)
     assert code != 0 and needle in out and "prepare_dataset" not in out, out
+
+
+@pytest.mark.slow  # TensorFlow and tf2onnx
+def test_a_savedmodel_enters_as_onnx_converted_by_tf2onnx_with_its_preprocessing(tmp_path):
+    from dataclasses import asdict
+
+    import keras
+    import onnxruntime as ort
+
+    from workflow_scripts.data_io import open_split
+    from workflow_scripts.datasets import prepare_dataset
+    from workflow_scripts.user_models import import_onnx_model
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), labels=np.repeat(np.arange(4), 10))
+    prepare_dataset("mine", 32, tmp_path / "data", tmp_path, True, 0.25, 0.25, 0, user_path=str(tmp_path / "d.npz"))
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    model.export(str(tmp_path / "saved"))
+    out = tmp_path / "onnx"
+    out.mkdir()
+    record = import_onnx_model("saved", tmp_path / "saved", out / "model.onnx", out / "source.json", out / "export.parquet",
+                               out / "export_resources.parquet", asdict(Preprocess(scale=1 / 255)), tmp_path / "data",
+                               4, 1e-4, 0.1, {"device": "x", "backend": "onnx-import"}, opset=17)
+    assert record["kind"] == "savedmodel" and record["how"] == "wrapped with its preprocessing"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".tmp")] == []
+    images = open_split(tmp_path / "data", "test")[0][:4].astype(np.float32)
+    got = ort.InferenceSession(str(out / "model.onnx")).run(None, {"images": images})[0]
+    np.testing.assert_allclose(got, model.predict(images / 255, verbose=0), atol=1e-5)

@@ -283,14 +283,15 @@ def content_digest(path: Path) -> str:
 
 
 def user_models_of(config: dict, kind: str | None = None) -> list[str]:
-    """Names in config key ``models`` that are user models (of ``kind``: keras/onnx, where given; a SavedModel
-    counts as keras: it enters where a trained model would)."""
+    """Names in config key ``models`` that are user models (of ``kind``, where given): ``keras`` (a .keras file:
+    it enters where a trained model would) or ``onnx`` (an ONNX file, or a SavedModel, which Keras' safe
+    mode cannot load: both enter after the export)."""
     entries = config.get("user_models") or {}
     names = [m for m in config["models"] if m in entries]
     if kind is None:
         return names
-    return [m for m in names if ("onnx" if model_kind(Path(os.path.expanduser(entries[m]["path"]))) == "onnx"
-                                 else "keras") == kind]
+    return [m for m in names if ("keras" if model_kind(Path(os.path.expanduser(entries[m]["path"]))) == "keras"
+                                 else "onnx") == kind]
 
 
 def dataset_classes(config: dict, dataset: str) -> int | None:
@@ -344,6 +345,7 @@ def check_user_matrix(config: dict, backends: list[str] | None = None) -> None:
     onnx_models = user_models_of(config, "onnx")
     keras_only = [b for b in backends or [] if registry.BACKENDS[b].source == "keras"]
     if onnx_models and keras_only:
-        raise ConfigError(f"user model(s) {onnx_models} are ONNX files, but backend(s) {keras_only} build from a Keras "
-                          f"model (the TFLite converter reads Keras), which an ONNX file does not give; name the "
+        raise ConfigError(f"user model(s) {onnx_models} are ONNX files (or SavedModels, which enter as ONNX), but "
+                          f"backend(s) {keras_only} build from a Keras model (the TFLite converter reads Keras), which "
+                          f"they do not give; name the "
                           f"others, e.g. backends: [{', '.join(b for b in backends if b not in keras_only)}]")

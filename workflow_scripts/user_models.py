@@ -1,11 +1,13 @@
 """Your own trained model into the workflow (config key user_models), in the job.
 
-A Keras checkpoint becomes ``models/.../model.keras`` (where a trained model would be): copied byte for
-byte when it already takes RGB 0..255 images, else wrapped with its preprocessing layers in front
+A ``.keras`` checkpoint becomes ``models/.../model.keras`` (where a trained model would be): copied byte
+for byte when it already takes RGB 0..255 images, else wrapped with its preprocessing layers in front
 (safe-mode layers only). An ONNX file becomes ``{device}/onnx/.../model.onnx`` (where the export would
 be): copied byte for byte when it takes NHWC RGB 0..255 images, else with its preprocessing and an
-NHWC-to-NCHW transpose in front, checked against the original with ONNX Runtime. Both record the
-source's SHA-256 and the preprocessing in ``source.json`` beside the model.
+NHWC-to-NCHW transpose in front, checked against the original with ONNX Runtime. A SavedModel folder
+enters the same way, converted by tf2onnx first (Keras' safe mode refuses to wrap a SavedModel, so it
+cannot become a ``model.keras``). Each records the source's SHA-256 and the preprocessing in
+``source.json`` beside the model.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,7 +56,7 @@ def _check_against_data(name: str, source: Path, classes: int | None, size: int 
 
 def import_keras_model(name: str, source: str | Path, model_path: str | Path, record_path: str | Path,
                        preprocess: dict, data_dir: str | Path) -> dict:
-    """Bring a .keras file or SavedModel folder in as ``model_path`` (see the module docstring)."""
+    """Bring a .keras file in as ``model_path`` (see the module docstring)."""
     import keras
 
     from .models import load_keras_model, preprocessing_layers
@@ -61,45 +64,26 @@ def import_keras_model(name: str, source: str | Path, model_path: str | Path, re
     source, pre = Path(source), _preprocess(preprocess)
     meta = read_meta(data_dir)
     kind = model_kind(source)
-    if kind == "keras":
-        model = load_keras_model(source)  # safe mode: a file holding code is refused
-    else:
-        try:
-            layer = keras.layers.TFSMLayer(str(source), call_endpoint="serving_default")
-        except Exception as exc:
-            raise ModelLoadError(f"user model {name!r}: cannot load the SavedModel {source} "
-                                 f"({type(exc).__name__}: {str(exc)[:300]})") from None
-        model = None
+    model = load_keras_model(source)  # safe mode: a file holding code is refused
     size = meta["input_size"]
-    if model is not None:
-        shape = model.input_shape
-        if len(shape) != 4 or shape[3] != 3:
-            raise ModelLoadError(f"user model {name!r} ({source}) takes inputs of shape {shape}; the data are "
-                                 f"N x {size} x {size} x 3 RGB images")
-        _check_against_data(name, source, model.output_shape[-1], shape[1] if shape[1] == shape[2] else None, meta)
+    shape = model.input_shape
+    if len(shape) != 4 or shape[3] != 3:
+        raise ModelLoadError(f"user model {name!r} ({source}) takes inputs of shape {shape}; the data are "
+                             f"N x {size} x {size} x 3 RGB images")
+    _check_against_data(name, source, model.output_shape[-1], shape[1] if shape[1] == shape[2] else None, meta)
     digest = content_digest(source)
-    if kind == "keras" and pre.is_identity():
+    if pre.is_identity():
         with atomic_path(model_path) as tmp:
             shutil.copyfile(source, tmp)
         how = "copied unchanged"
     else:
         inputs = keras.Input((size, size, 3), name="images")
         x = preprocessing_layers(inputs, pre, ("user_channel_order", "user_rescale", "user_normalize"))
-        if model is not None:
-            outputs = model(x)
-        else:
-            outputs = layer(x)
-            if isinstance(outputs, dict):
-                if len(outputs) != 1:
-                    raise ModelLoadError(f"user model {name!r}: the SavedModel {source} has {len(outputs)} outputs "
-                                         f"({sorted(outputs)}); the workflow reads one class-score output")
-                outputs = next(iter(outputs.values()))
+        outputs = model(x)
         wrapped = keras.Model(inputs, outputs, name=f"{name}_with_preprocessing")
-        _check_against_data(name, source, wrapped.output_shape[-1], None, meta)
         images, _ = open_split(data_dir, "test")
         sample = to_model_input(images[:4])
-        expected = (model if model is not None else layer)(apply_preprocess(sample, pre))
-        expected = next(iter(expected.values())) if isinstance(expected, dict) else expected
+        expected = model(apply_preprocess(sample, pre))
         diff = float(np.max(np.abs(np.asarray(wrapped(sample)) - np.asarray(expected))))
         log.info("preprocessing built into the model: max abs difference %.3g against preprocessing outside", diff)
         with atomic_path(model_path) as tmp:
@@ -177,8 +161,9 @@ def wrap_onnx(model, pre: Preprocess, layout: str):
 def import_onnx_model(name: str, source: str | Path, onnx_path: str | Path, record_path: str | Path,
                       timings_path: str | Path, resources_path: str | Path, preprocess: dict,
                       data_dir: str | Path, parity_images: int, tolerance: float, monitor_interval_s: float,
-                      provenance: dict) -> dict:
-    """Bring an ONNX file in as ``onnx_path`` with the export's tables (stage ``onnx_import``)."""
+                      provenance: dict, opset: int = 17) -> dict:
+    """Bring an ONNX file (or a SavedModel folder, through tf2onnx at ``opset``) in as ``onnx_path`` with
+    the export's tables (stage ``onnx_import``)."""
     import onnx
     import onnxruntime as ort
     import pandas as pd
@@ -188,16 +173,21 @@ def import_onnx_model(name: str, source: str | Path, onnx_path: str | Path, reco
 
     source, pre = Path(source), _preprocess(preprocess)
     meta = read_meta(data_dir)
-    contract = read_model_contract(source)
-    _check_against_data(name, source, contract.num_classes, contract.input_size, meta)
     digest = content_digest(source)
-    identity = pre.is_identity() and contract.layout == "NHWC"
     images, _ = open_split(data_dir, "test")
     sample = to_model_input(images[:max(2, parity_images)])
     monitor = make_monitor(monitor_interval_s)
     with monitor:
         monitor.stage = "onnx_import:measured:0"
         started = time.perf_counter()
+        original = source
+        if model_kind(source) == "savedmodel":  # a SavedModel enters as the ONNX tf2onnx makes of it
+            scratch = tempfile.TemporaryDirectory(prefix=".tmp-savedmodel-", dir=Path(onnx_path).parent)
+            source = Path(scratch.name) / "converted.onnx"
+            savedmodel_to_onnx(name, original, source, opset, sample)
+        contract = read_model_contract(source)
+        _check_against_data(name, source, contract.num_classes, contract.input_size, meta)
+        identity = pre.is_identity() and contract.layout == "NHWC"
         model = onnx.load(str(source))
         loaded = time.perf_counter()
         with atomic_path(onnx_path) as tmp:
@@ -221,10 +211,12 @@ def import_onnx_model(name: str, source: str | Path, onnx_path: str | Path, reco
         runs[key] = value
     write_parquet(with_provenance(runs, provenance), timings_path)
     write_parquet(with_provenance(samples, provenance), resources_path)
-    record = {"model": name, "source": str(source), "kind": "onnx", "source_sha256": digest, "layout": contract.layout,
+    if original != source:
+        scratch.cleanup()
+    record = {"model": name, "source": str(original), "kind": model_kind(original), "source_sha256": digest, "layout": contract.layout,
               "preprocess": preprocess, "how": "copied unchanged" if identity else "wrapped with its preprocessing"}
     write_text(json.dumps(record, indent=2), record_path)
-    log.info("user model %s: %s (%s, sha256 %s, parity %.3g)", name, record["how"], source, digest[:16], diff)
+    log.info("user model %s: %s (%s, sha256 %s, parity %.3g)", name, record["how"], original, digest[:16], diff)
     return record
 
 
@@ -246,3 +238,51 @@ def _onnx_parity(name: str, source: Path, imported: Path, sample: np.ndarray, pr
                              f"({type(exc).__name__}: {str(exc)[:300]}); the workflow batches images, so export the "
                              "model with a dynamic batch axis (e.g. torch.onnx.export(..., dynamic_axes={'input': "
                              "{0: 'N'}}))") from None
+
+
+def savedmodel_to_onnx(name: str, source: Path, out: Path, opset: int, sample: np.ndarray) -> float:
+    """Convert a SavedModel's serving signature (one image input, one output) to ONNX with tf2onnx; return
+    the max abs difference of the two on ``sample`` (refused above 1e-3). TensorFlow runs the SavedModel's
+    graph (no Python code is loaded); Keras' safe mode refuses to wrap one, so it never becomes model.keras."""
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    from .onnx_canonical import canonicalize, deterministic_tf2onnx
+
+    try:
+        loaded = tf.saved_model.load(str(source))  # kept referenced: the signature uses its variables
+        function = loaded.signatures["serving_default"]
+    except Exception as exc:
+        raise ModelLoadError(f"user model {name!r}: cannot load the SavedModel {source} ({type(exc).__name__}: "
+                             f"{str(exc)[:300]}); it needs a serving_default signature") from None
+    inputs = function.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise ModelLoadError(f"user model {name!r}: the SavedModel {source} takes {len(inputs)} inputs "
+                             f"({sorted(inputs)}); the workflow feeds one image tensor")
+    (key, spec), = inputs.items()
+    if spec.shape.rank != 4 or spec.shape[3] != 3:
+        raise ModelLoadError(f"user model {name!r}: the SavedModel {source} takes {spec.shape}; the workflow feeds "
+                             "N x H x W x 3 images (NHWC)")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape[1:]], tf.float32, name="images")])
+    def serve(images):
+        outputs = function(**{key: images})
+        if len(outputs) != 1:
+            raise ModelLoadError(f"user model {name!r}: the SavedModel {source} has {len(outputs)} outputs; the "
+                                 "workflow reads one class-score output")
+        return next(iter(outputs.values()))
+
+    with deterministic_tf2onnx():
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset)
+    with atomic_path(out) as tmp:
+        onnx.save(canonicalize(proto), str(tmp))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    batch = sample[:2]
+    diff = float(np.max(np.abs(session.run(None, {session.get_inputs()[0].name: batch})[0] - serve(batch).numpy())))
+    if not np.isfinite(diff) or diff > 1e-3:
+        raise ModelLoadError(f"user model {name!r}: tf2onnx's conversion of {source} differs from TensorFlow by {diff:.3g}")
+    log.info("SavedModel %s converted with tf2onnx (opset %d), max abs difference %.3g", source, opset, diff)
+    del loaded
+    return diff

@@ -16,5 +16,6 @@ run(sm, lambda: import_onnx_model(
     parity_images=sm.config["export"]["parity_images"],
     tolerance=sm.config["export"]["parity_tolerance"],
     monitor_interval_s=sm.params.settings["monitor"]["interval_s"],
+    opset=sm.params.settings["export"]["opset"],
     provenance=provenance_of(sm, dataset=sm.wildcards.dataset, model=sm.wildcards.model),
 ))
