@@ -1,13 +1,4 @@
-def user_dataset_source(w):
-    """A user dataset's folder or .npz and a fingerprint of its files (a change reruns the preparation);
-    empty for a built-in dataset."""
-    from workflow_scripts.user_inputs import fingerprint, user_dataset_path
-
-    entry = config["user_datasets"].get(w.dataset)
-    if entry is None:
-        return {}
-    path = user_dataset_path(w.dataset, entry)
-    return {"path": str(path), "fingerprint": fingerprint(path)}
+from workflow_scripts.user_inputs import user_dataset_param
 
 
 rule prepare_dataset:
@@ -19,7 +10,8 @@ rule prepare_dataset:
         settings=settings_param("prepare_dataset"),
         resources_dir=config["resources_dir"],
         verify_checksums=config["verify_checksums"],
-        user_source=user_dataset_source,
+        # A user dataset's folder or .npz and a fingerprint of its files (a change reruns this job).
+        user_source=lambda w: user_dataset_param(config, w.dataset),
     resources:
         mem_mb=config["resources"]["prepare_dataset"]["mem_mb"],
         runtime=config["resources"]["prepare_dataset"]["runtime"],

@@ -1,3 +1,6 @@
+from workflow_scripts.user_inputs import user_model_param
+
+
 rule export_onnx:
     input:
         data_files,
@@ -39,7 +42,7 @@ rule import_user_onnx:
         record=paths.onnx_file("source.json"),
     params:
         data_dir=data_dir,
-        entry=user_model_entry,
+        entry=lambda w: user_model_param(config, w.model),
         settings=settings_param("export_onnx"),
         provenance=lambda w: {"device": w.device, "backend": "onnx-import"},
     wildcard_constraints:

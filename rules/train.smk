@@ -1,13 +1,4 @@
-def user_model_entry(w):
-    """User model ``w.model``'s checked path, its preprocessing (family defaults replaced by the keys
-    given) and a fingerprint of its files: changing any of them reruns the import."""
-    from dataclasses import asdict
-
-    from workflow_scripts.user_inputs import fingerprint, model_preprocess, user_model_path
-
-    entry = config["user_models"][w.model]
-    path = user_model_path(w.model, entry)
-    return {"path": str(path), "fingerprint": fingerprint(path), "preprocess": asdict(model_preprocess(w.model, entry))}
+from workflow_scripts.user_inputs import user_model_param
 
 
 # Your own Keras checkpoint (config key user_models) enters where a trained model would: no training.
@@ -19,7 +10,8 @@ rule import_user_model:
         record=paths.model_file("source.json"),
     params:
         data_dir=data_dir,
-        entry=user_model_entry,
+        # Its checked path, preprocessing and a fingerprint of its files: a change reruns the import.
+        entry=lambda w: user_model_param(config, w.model),
     wildcard_constraints:
         model="|".join(user_models_of(config, "keras")) or "^$",
     resources:

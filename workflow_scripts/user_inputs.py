@@ -349,3 +349,23 @@ def check_user_matrix(config: dict, backends: list[str] | None = None) -> None:
                           f"backend(s) {keras_only} build from a Keras model (the TFLite converter reads Keras), which "
                           f"they do not give; name the "
                           f"others, e.g. backends: [{', '.join(b for b in backends if b not in keras_only)}]")
+
+
+def user_dataset_param(config: dict, dataset: str) -> dict:
+    """The prepare_dataset param of a user dataset: its checked path and a fingerprint of its files (a
+    change reruns the preparation); empty for a built-in dataset."""
+    entry = (config.get("user_datasets") or {}).get(dataset)
+    if entry is None:
+        return {}
+    path = user_dataset_path(dataset, entry)
+    return {"path": str(path), "fingerprint": fingerprint(path)}
+
+
+def user_model_param(config: dict, model: str) -> dict:
+    """The import rules' param of a user model: its checked path, its preprocessing (the family's with the
+    keys given replacing it) and a fingerprint of its files; changing any of them reruns the import."""
+    from dataclasses import asdict
+
+    entry = config["user_models"][model]
+    path = user_model_path(model, entry)
+    return {"path": str(path), "fingerprint": fingerprint(path), "preprocess": asdict(model_preprocess(model, entry))}
