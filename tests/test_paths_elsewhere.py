@@ -1,4 +1,5 @@
-"""Another results_dir, a read-only one, a moved checkout (issue 25, item 10)."""
+"""A read-only results_dir, a moved checkout (issue 25, item 10; the end-of-run hint under another
+results_dir: tests/test_result_folders.py)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,6 @@ import pytest
 
 from tests.cli import REPO, TINY, job_counts, snakemake_command
 from tests.test_bad_input import chown_tree, unprivileged_way
-
-
-def test_the_end_of_run_hint_names_the_configured_summary_folder(tmp_path):
-    from tests.test_decision import write_quickstart_like
-    from workflow_scripts.run_summary import write_run_summary
-
-    summary = write_quickstart_like(tmp_path / "elsewhere" / "out")
-    text = write_run_summary(summary, summary / "summary.md")
-    hint = text.strip().splitlines()[-1]
-    assert f"Tables: {summary.as_posix()}/*.parquet" in hint and f"decision: {summary.as_posix()}/decision.md" in hint
-    assert f"python -m workflow_scripts.decision {summary.as_posix()} " in hint
-    assert "results/summary" not in hint
 
 
 def rule_params_blocks(text: str) -> list[tuple[str, str]]:
