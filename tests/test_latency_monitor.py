@@ -109,6 +109,7 @@ def test_monitor_counts_a_busy_child_process_and_lists_children_once_a_second():
         child.kill()
     # ~20 samples, but the process table is scanned about twice (every 1 s), not every sample.
     assert len(samples) >= 10 and 1 <= len(listed) <= 4, (len(samples), len(listed))
-    # The child's CPU counts: a busy loop is tens of percent even on a loaded machine (a fresh
+    # The child's CPU counts: a busy loop is several percent even on a loaded machine (a fresh
     # psutil.Process per sample would read 0 % for it every time).
-    assert samples["cpu_percent"].iloc[2:].max() > 20, samples["cpu_percent"].tolist()
+    # (A machine shared by five jobs on two cores gave the child under 20 %: 5 % still tells it from 0.)
+    assert samples["cpu_percent"].iloc[2:].max() > 5, samples["cpu_percent"].tolist()

@@ -171,6 +171,7 @@ NOT_COMPARED = {
     "calibration_study": "configures the calibration study, which has its own tables and summary",
     "summary": "how the summary treats rows, not how a row is measured",
     "decision": "budgets of the deployment decision, read from the summary tables",
+    "runoff": "the latency runoff's rounds, its own table (latency_runoff.parquet, rule params), not a per-engine row",
 }
 
 # Keys inside compared blocks that do not change a measurement (dotted).
