@@ -226,3 +226,111 @@ def test_interrupted_evaluation_resumes(upstream, tmp_path):
     predictions = pd.read_parquet(workdir / outputs[1])
     assert accuracy.loc[0, "images"] == test_images == len(predictions)
     assert list(predictions["image_index"]) == list(range(test_images))
+
+
+# --- a forced engine rebuild killed at any moment (issue 25, item 1) --------------------------------------
+# The engines are the product: after a kill -9 of `snakemake -f <engine>` and the README's resume
+# (--unlock, then --rerun-incomplete on the default target), every engine of the matrix is present
+# with its companion files and is the file its build table and the summary describe.
+
+MATRIX = {**TINY, "backends": ["onnxruntime", "openvino"], "precisions": ["fp32"]}
+OV_ENGINE = ENGINE_DIR.replace("/onnxruntime/", "/openvino/") + "/fp32.xml"
+OV_LOG = log_of("build_engine", "engine").replace("/onnxruntime/", "/openvino/")
+
+
+def mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns if path.exists() else 0
+
+
+KILL_POINTS = {
+    # Snakemake has planned and started the build job (it rewrites the job's log).
+    "job-started": lambda workdir, before: mtime(workdir / OV_LOG) != before[OV_LOG],
+    # OpenVINO is writing the IR into its temporary folder.
+    "writing-ir": lambda workdir, before: any((workdir / OV_ENGINE).parent.glob(".tmp-ir-*")),
+    # The new engine was published (its build table may or may not be written yet).
+    "published": lambda workdir, before: mtime(workdir / OV_ENGINE) not in (0, before[OV_ENGINE]),
+}
+
+
+@pytest.fixture(scope="module")
+def finished(upstream, tmp_path_factory) -> Path:
+    """The default target of a two-backend matrix, finished (upstream reused)."""
+    workdir = tmp_path_factory.mktemp("finished") / "work"
+    shutil.copytree(upstream, workdir, symlinks=True)
+    write_config(workdir, MATRIX)
+    snakemake(workdir)
+    return workdir
+
+
+def kill_when(workdir: Path, args: list[str], point) -> str:
+    """Start the CLI with ``args``, SIGKILL its process group as soon as ``point`` holds; how it ended."""
+    before = {name: mtime(workdir / name) for name in (OV_ENGINE, OV_LOG)}
+    with open(workdir / "killed_run.txt", "w") as out:
+        process = subprocess.Popen(command(workdir, *args), stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while not point(workdir, before):
+            if process.poll() is not None:
+                return "finished before the kill"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the kill point was not reached within {START_TIMEOUT_S} s")
+            time.sleep(0.005)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    return "killed"
+
+
+def assert_matrix_consistent(workdir: Path) -> None:
+    """Every engine of the matrix present (companions too), equal to the digest its build recorded and
+    to the summary's rows; every measurement newer than its engine; nothing half-written left."""
+    from tests.cli import DEVICE
+    from workflow_scripts import paths
+    from workflow_scripts.engine_check import engine_digests
+    from workflow_scripts.registry import backend as backend_entry
+
+    results = workdir / "results"
+    compression = pd.read_parquet(results / "summary" / "compression.parquet")
+    decision = pd.read_parquet(results / "summary" / "decision.parquet")
+    summary_mtime = (results / "summary" / "compression.parquet").stat().st_mtime_ns
+    for backend in MATRIX["backends"]:
+        for precision in MATRIX["precisions"]:
+            engine = Path(paths.engine_file(str(results), DEVICE, backend, "digits", 32, "MobileNetV3Small",
+                                            precision))
+            for path in [engine] + [engine.with_suffix(f".{e}") for e in backend_entry(backend).companions]:
+                assert path.is_file() and path.stat().st_size > 0, path
+            digests = engine_digests(backend, engine)
+            build = pd.read_parquet(engine.with_name(f"{precision}_build.parquet"))
+            rows = compression[(compression["stage"] == "engine_build") & (compression["backend"] == backend)
+                               & (compression["precision"] == precision)]
+            assert len(rows) > 0
+            for column, digest in digests.items():
+                assert set(build[column]) == {digest}, (engine, column)
+                assert set(rows[column]) == {digest}, (engine, column, "summary")
+            for kind in ("latency", "accuracy", "predictions"):
+                table = engine.with_name(f"{precision}_{kind}.parquet")
+                assert table.stat().st_mtime_ns >= engine.stat().st_mtime_ns, table
+                assert summary_mtime >= table.stat().st_mtime_ns, table
+    named = decision[["backend", "precision"]].drop_duplicates()
+    for _, row in named.iterrows():
+        assert Path(paths.engine_file(str(results), DEVICE, row["backend"], "digits", 32, "MobileNetV3Small",
+                                      row["precision"])).is_file(), row.to_dict()
+    assert not [p for p in results.rglob("*") if p.name.startswith((".tmp-", "edgeptq-int8-"))]
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_forced_engine_rebuild_killed_at_any_moment_resumes_to_a_consistent_matrix(finished, tmp_path, point):
+    workdir = tmp_path / "work"
+    shutil.copytree(finished, workdir, symlinks=True)
+    assert_matrix_consistent(workdir)
+    ended = kill_when(workdir, ["-f", OV_ENGINE], KILL_POINTS[point])
+    print(f"kill point {point}: {ended}")
+    if point != "published":  # the last point may come after the job's end on a fast machine
+        assert ended == "killed", ended
+    # The README's resume, whatever the kill left (a lock, incomplete markers, or nothing).
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--rerun-incomplete")
+    assert "Nothing to be done" in snakemake(workdir, "-n").stdout, ended
+    assert_matrix_consistent(workdir)
