@@ -227,3 +227,32 @@ def test_pruning_a_long_prefix_with_few_needed_groups_costs_far_fewer_builds_tha
     assert set(result["kept_nodes"]) == {"g3", "g48"}
     prune_steps = sum(1 for s in result["steps"] if s["phase"] == "prune")
     assert prune_steps <= 16, prune_steps
+
+
+def test_weight_sqnr_sees_per_tensor_scales_that_the_accumulated_error_hides(tiny_study, tmp_path):
+    """Per node, the INT8 weight's SQNR: per-channel scales are never worse than per-tensor ones, and
+    the ranking's score is at least the SQNR lost across each group."""
+    import onnx
+
+    from workflow_scripts.backends import onnxruntime_backend as ort_backend
+    from workflow_scripts.calibration_presets import prepare_model
+    from workflow_scripts.calibration_variants import parse_variant, variant_options
+    from workflow_scripts.engine import calibration_source
+    from workflow_scripts.sensitivity import SQNR_CAP_DB, layer_sensitivity, weight_sqnr
+
+    _, model, data = tiny_study
+    prepared = prepare_model(model, tmp_path / "prepared.onnx")
+    sqnr = {}
+    for variant_id in ("entropy-n16-pt-asym-none", "entropy-n16-pc-asym-none"):
+        path = tmp_path / f"{variant_id}.onnx"
+        ort_backend.build_engine(model, path, "int8", calibration_source(data, 16, 8, 0),
+                                 variant_options(parse_variant(variant_id), [], [], 8), None)
+        sqnr[variant_id] = weight_sqnr(onnx.load(str(prepared)), onnx.load(str(path)))
+    per_tensor, per_channel = sqnr["entropy-n16-pt-asym-none"], sqnr["entropy-n16-pc-asym-none"]
+    assert set(per_tensor) == set(per_channel) >= {"conv0", "conv1", "conv2", "conv3"}
+    assert all(per_channel[n] >= per_tensor[n] - 1e-9 for n in per_tensor), (per_tensor, per_channel)
+    assert all(0 < v <= SQNR_CAP_DB for v in per_tensor.values())
+    table = layer_sensitivity(prepared, tmp_path / "entropy-n16-pt-asym-none.onnx", calibration_source(data, 16, 8, 0),
+                              tmp_path)
+    assert table["score_db"].is_monotonic_decreasing and (table["score_db"] >= table["degradation_db"]).all()
+    assert table["weight_sqnr_db"].notna().sum() >= 4

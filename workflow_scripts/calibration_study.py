@@ -278,10 +278,13 @@ def summarize_study(cells: list[dict], variants: list[str], with_auto: bool, wit
     worst = [pd.read_parquet(p).sort_values("rank").head(top_k) for p in sensitivity_tables]
     worst = pd.concat(worst, ignore_index=True) if worst else pd.DataFrame()
     write_parquet(worst, out["sensitivity"])
-    lines = [f"# Worst {top_k} layers per model (SQNR lost across the node, dB; higher = more sensitive)\n"]
+    lines = [f"# Worst {top_k} layers per model (score: SQNR lost across the node, or its INT8 weight's own loss "
+             f"if larger, dB; higher = more sensitive)\n"]
     for (dataset, model), group in (worst.groupby(["dataset", "model"]) if len(worst) else []):
         lines.append(f"## {model} on {dataset}\n")
-        lines.append(_markdown(group[["rank", "node", "op_type", "group_size", "degradation_db", "xmodel_sqnr_db"]]))
+        columns = ["rank", "node", "op_type", "group_size", "degradation_db", "xmodel_sqnr_db", "weight_sqnr_db",
+                   "score_db"]
+        lines.append(_markdown(group[[c for c in columns if c in group]]))
     write_text("\n".join(lines), out["sensitivity_md"])
     with atomic_path(out["drop_figure"]) as drop_tmp, atomic_path(out["fallback_figure"]) as fb_tmp:
         plot_study(study, drop_tmp, fb_tmp)

@@ -62,7 +62,9 @@ def parse_report(messages: list[str]) -> dict:
                 drops.append(float(match[1]))
             except ValueError:
                 pass
-    return {"reverted_operations": reverted, "reverted_names": names, "quantized_operations": total,
+    failed = any("could not achieve the required accuracy drop" in m for m in messages)
+    return {"reached_target": (not failed) and bool(drops), "reverted_operations": reverted,
+            "reverted_names": names, "quantized_operations": total,
             "logged_drops": drops, "val_top1_fp32": metrics.get("initial"),
             "val_top1_quantized": metrics.get("quantized"),
             "quantized_val_drop_points": (100.0 * (metrics["initial"] - metrics["quantized"])

@@ -79,7 +79,7 @@ def rescue_rows(cell: dict, start_variant: str, with_nncf: bool, n_resamples: in
                 row["float_nodes"] = int(record.get("float_nodes", 0))
                 row["search_s"] = record.get("search_s", np.nan)
                 row["quantized_ops"] = record.get("quantized_operations", np.nan)
-                row["reached_target"] = record.get("reverted_operations", 0) >= 0
+                row["reached_target"] = bool(record.get("reached_target", True))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -119,21 +119,24 @@ def plot_sensitivity(tables: list[tuple[str, pd.DataFrame, set, set]], out_png: 
     fig, axes = plt.subplots(max(len(tables), 1), 1, figsize=(11, 3.2 * max(len(tables), 1)), squeeze=False)
     for ax, (title, table, ours, nncf) in zip(axes[:, 0], tables):
         ordered = table.sort_values("graph_order").reset_index(drop=True)
+        column = "score_db" if "score_db" in ordered else "degradation_db"
         x = np.arange(len(ordered))
-        ax.bar(x, ordered["degradation_db"], color="#9aa7b8", width=0.8, label="INT8 (sensitivity)")
+        ax.bar(x, ordered[column], color="#9aa7b8", width=0.8, label="INT8 (sensitivity)")
         kept = np.array([bool(set(nodes) & ours) for nodes in ordered["nodes"]])
-        reverted = np.array([bool(set(nodes) & nncf) for nodes in ordered["nodes"]])
+        # OpenVINO names an operation after its ONNX node, plus a suffix for split ops (Conv__4/WithoutBiases).
+        reverted_ops = {name.split("/WithoutBiases")[0] for name in nncf}
+        reverted = np.array([bool(set(nodes) & reverted_ops) for nodes in ordered["nodes"]])
         if kept.any():
-            ax.bar(x[kept], ordered["degradation_db"][kept], color="#d62728", width=0.8,
+            ax.bar(x[kept], ordered[column][kept], color="#d62728", width=0.8,
                    label=f"kept in float by int8-auto ({int(kept.sum())} groups)")
         if reverted.any():
-            top = float(np.nanmax(ordered["degradation_db"])) if len(ordered) else 1.0
+            top = float(np.nanmax(ordered[column])) if len(ordered) else 1.0
             ax.scatter(x[reverted], np.full(reverted.sum(), top * 1.05), marker="v", color="#1f77b4",
                        label=f"reverted by NNCF ({int(reverted.sum())} matched groups)")
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_title(title)
         ax.set_xlabel("quantized node groups in network order")
-        ax.set_ylabel("SQNR lost across group (dB)")
+        ax.set_ylabel("sensitivity score (dB)" if column == "score_db" else "SQNR lost across group (dB)")
         ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)

@@ -60,8 +60,51 @@ def layer_sensitivity(float_model: str | Path, qdq_model: str | Path,
         qdq_acts = _activations(Path(qdq_model), tmp / "qdq_aug.onnx", batches)
     matching = create_activation_matching(qdq_acts, float_acts)
     errors = compute_activation_error(matching)
-    graph = onnx.load(str(float_model), load_external_data=False).graph
-    return rank_nodes(graph, errors)
+    float_proto = onnx.load(str(float_model), load_external_data=False)
+    weights = weight_sqnr(float_proto, onnx.load(str(qdq_model), load_external_data=False))
+    return rank_nodes(float_proto.graph, errors, weights=weights)
+
+
+def weight_sqnr(float_model, qdq_model) -> dict[str, float]:
+    """Per node with a quantized weight: the SQNR (dB) of its dequantized INT8 weight against the float one.
+
+    The noise one node adds with clean inputs is bounded below by its weight's rounding noise: per-tensor
+    scales on a depthwise convolution whose channels span very different ranges give a low SQNR here
+    even where the accumulated error (``xmodel_sqnr_db``) has already collapsed to about 0 dB upstream,
+    so the SQNR lost across the node shows nothing. ``float_model`` and ``qdq_model``: onnx.ModelProto.
+    """
+    from onnx import numpy_helper
+
+    float_init = {t.name: t for t in float_model.graph.initializer}
+    float_nodes = {n.name: n for n in float_model.graph.node}
+    q_init = {t.name: t for t in qdq_model.graph.initializer}
+    producer = {o: n for n in qdq_model.graph.node for o in n.output}
+    result = {}
+    for node in qdq_model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        dq = producer.get(node.input[1])
+        original = float_nodes.get(node.name)
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in q_init or original is None:
+            continue
+        if len(original.input) < 2 or original.input[1] not in float_init:
+            continue
+        w = numpy_helper.to_array(float_init[original.input[1]]).astype(np.float64)
+        q = numpy_helper.to_array(q_init[dq.input[0]]).astype(np.float64)
+        scale = numpy_helper.to_array(q_init[dq.input[1]]).astype(np.float64)
+        zero = numpy_helper.to_array(q_init[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] in q_init else 0.0
+        if q.shape != w.shape:
+            continue
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        if np.ndim(scale) == 1 and scale.size > 1:
+            shape = [1] * q.ndim
+            shape[axis] = scale.size
+            scale = scale.reshape(shape)
+            zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
+        noise = float(((w - (q - zero) * scale) ** 2).sum())
+        signal = float((w ** 2).sum())
+        result[node.name] = SQNR_CAP_DB if noise == 0 else float(min(10 * np.log10(max(signal, 1e-30) / noise), SQNR_CAP_DB))
+    return result
 
 
 def _sqnr(errors: dict, tensor: str) -> float | None:
@@ -69,8 +112,13 @@ def _sqnr(errors: dict, tensor: str) -> float | None:
     return None if entry is None or "xmodel_err" not in entry else float(entry["xmodel_err"])
 
 
-def rank_nodes(graph, errors: dict, cap_db: float = SQNR_CAP_DB) -> pd.DataFrame:
+def rank_nodes(graph, errors: dict, cap_db: float = SQNR_CAP_DB, weights: dict | None = None) -> pd.DataFrame:
     """Rank the nodes of ``graph`` by the SQNR lost across them (see module docstring).
+
+    ``weights`` (:func:`weight_sqnr`): per node, its INT8 weight's SQNR. A group's ``weight_sqnr_db`` is
+    its worst; its ``score_db`` = max(``degradation_db``, cap - ``weight_sqnr_db``): the SQNR lost across
+    it, or the loss its own weight rounding would cause on clean inputs if that is larger. Rank follows
+    ``score_db``.
 
     ONNX Runtime fuses some activations into the op before them (Conv -> Relu carries no QDQ in
     between), so a measured tensor is attributed to the *group* of nodes that produce it from the
@@ -113,7 +161,11 @@ def rank_nodes(graph, errors: dict, cap_db: float = SQNR_CAP_DB) -> pd.DataFrame
     out_db = frame["xmodel_sqnr_db"].replace([np.inf, -np.inf], np.nan).fillna(cap_db).clip(upper=cap_db)
     in_db = frame["input_sqnr_db"].replace([np.inf, -np.inf], np.nan).fillna(cap_db).clip(upper=cap_db)
     frame["degradation_db"] = in_db - out_db
-    frame = frame.sort_values(["degradation_db", "xmodel_sqnr_db"], ascending=[False, True], kind="stable")
+    weights = weights or {}
+    frame["weight_sqnr_db"] = [min((weights[n] for n in nodes if n in weights), default=np.nan)
+                               for nodes in frame["nodes"]]
+    frame["score_db"] = np.fmax(frame["degradation_db"], cap_db - frame["weight_sqnr_db"])
+    frame = frame.sort_values(["score_db", "xmodel_sqnr_db"], ascending=[False, True], kind="stable")
     frame["rank"] = np.arange(1, len(frame) + 1)
     return frame.reset_index(drop=True)
 
