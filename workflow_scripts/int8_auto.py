@@ -116,7 +116,9 @@ def run_int8_auto(onnx_path: str | Path, fp32_engine: str | Path, start_variant:
             shared = {"prepared_model": str(prepared), "calibration_statistics": str(statistics)}
         else:
             prepared = prepare_model(onnx_path, work / "prepared.onnx")
-        op_types, preset_nodes = resolve_exclusions(onnx.load(str(prepared), load_external_data=False), variant.exclude)
+        prepared_proto = onnx.load(str(prepared), load_external_data=False)
+        kinds = {n.name: n.op_type for n in prepared_proto.graph.node}
+        op_types, preset_nodes = resolve_exclusions(prepared_proto, variant.exclude)
         ranking = ranked_groups(pd.read_parquet(sensitivity_table), exclude=preset_nodes)
         validation = ValidationSet(data_dir, val_images, seed)
         fp32 = validation.correctness(ort_backend.load_runner(fp32_engine), eval_batch_size)
@@ -145,7 +147,8 @@ def run_int8_auto(onnx_path: str | Path, fp32_engine: str | Path, start_variant:
               "criterion": criterion, "node_budget": budget, "prune": prune, "val_images": int(len(validation)),
               "val_split": "val", "fp32_val_top1": float(fp32.mean()), "preset_float_nodes": preset_nodes,
               "float_op_types": op_types, "final_val_drop_points": final["val_drop_points"],
-              "final_val_drop_high": final["val_drop_high"], "search_s": time.perf_counter() - started, **result}
+              "final_val_drop_high": final["val_drop_high"], "search_s": time.perf_counter() - started,
+              "kept_op_types": [kinds.get(n, "") for n in result["kept_nodes"]], **result}
     write_text(json.dumps(record, indent=2), record_json)
     steps = pd.DataFrame(result["steps"])
     for key, value in labels.items():

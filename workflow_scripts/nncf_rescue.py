@@ -73,8 +73,11 @@ def parse_report(messages: list[str]) -> dict:
 
 def run_nncf_rescue(onnx_path: str | Path, data_dir: str | Path, start_variant: str, calibration_batch_size: int,
                     max_drop_points: float, preset: str, ranking_subset_size: int, val_images: int, seed: int,
-                    engine_path: str | Path, record_json: str | Path) -> dict:
-    """Run NNCF's accuracy control with the start variant's weight granularity; save the IR and a record."""
+                    engine_path: str | Path, record_json: str | Path, bias_correction: bool = True) -> dict:
+    """Run NNCF's accuracy control with the start variant's weight granularity; save the IR and a record.
+
+    ``bias_correction`` false disables NNCF's (fast) bias correction, which ONNX Runtime's quantizer
+    does not have, for the closest like-for-like collapse."""
     import openvino as ov
 
     from .artifacts import write_text
@@ -116,7 +119,8 @@ def run_nncf_rescue(onnx_path: str | Path, data_dir: str | Path, start_variant: 
         model = ov.Core().read_model(str(onnx_path))
         presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
         advanced = AdvancedQuantizationParameters(
-            weights_quantization_params=QuantizationParameters(per_channel=variant.per_channel))
+            weights_quantization_params=QuantizationParameters(per_channel=variant.per_channel),
+            disable_bias_correction=not bias_correction)
         nncf_logger.addHandler(capture)
         level = nncf_logger.level
         nncf_logger.setLevel(logging.INFO)
@@ -142,9 +146,12 @@ def run_nncf_rescue(onnx_path: str | Path, data_dir: str | Path, start_variant: 
         ov.save_model(quantized, str(tmp_xml), compress_to_fp16=False)
         ovb.publish_engine(tmp_xml, engine_path)
     report = parse_report(capture.messages)
+    kinds = {op.get_friendly_name(): op.get_type_name() for op in model.get_ops()}
+    report["reverted_types"] = [kinds.get(name, kinds.get(name.split("/")[0], "")) for name in report["reverted_names"]]
     fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     record = {"variant": NNCF_VARIANT, "start_variant": variant.id, "per_channel_weights": variant.per_channel,
-              "preset": preset, "max_drop_points": max_drop_points, "ranking_subset_size": ranking_subset_size,
+              "preset": preset, "bias_correction": bias_correction, "max_drop_points": max_drop_points,
+              "ranking_subset_size": ranking_subset_size,
               "calibration_images": len(calibration_items), "val_images": len(validation_items), "val_split": "val",
               "search_s": search_s, "float_nodes": report["reverted_operations"], "fake_quantize_nodes": fq,
               "nncf_version": ovb.nncf_version(), "openvino_version": ovb.version(), **report}

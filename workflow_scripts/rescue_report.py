@@ -19,6 +19,9 @@ import pandas as pd
 
 from .calibration_variants import AUTO_VARIANT, NNCF_VARIANT
 
+# Operations with weights (ONNX and OpenVINO names): a float one keeps float weights and a float GEMM.
+WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Convolution", "GroupConvolution", "ConvolutionBackpropData"}
+
 
 def _latency(path: Path) -> dict:
     if not path.is_file():
@@ -65,18 +68,21 @@ def rescue_rows(cell: dict, start_variant: str, with_nncf: bool, n_resamples: in
                "latency_median_ms": latency.get("latency_median_ms", np.nan),
                "latency_ci_low_ms": latency.get("latency_median_ci_low_ms", np.nan),
                "latency_ci_high_ms": latency.get("latency_median_ci_high_ms", np.nan),
-               "search_s": np.nan, "val_images": np.nan, "evaluations": np.nan, "quantized_ops": np.nan}
+               "float_weight_ops": 0, "search_s": np.nan, "val_images": np.nan, "evaluations": np.nan,
+               "quantized_ops": np.nan}
         if record_path is not None and record_path.is_file():
             record = json.loads(record_path.read_text())
             row["val_images"] = record.get("val_images", np.nan)
             if variant == AUTO_VARIANT:
                 row["float_nodes"] = len(record["kept_nodes"]) + len(record.get("preset_float_nodes", []))
+                row["float_weight_ops"] = sum(t in WEIGHT_OPS for t in record.get("kept_op_types", []))
                 row["search_s"] = record.get("search_s", np.nan) + (sensitivity_s if np.isfinite(sensitivity_s) else 0)
                 row["evaluations"] = record.get("evaluations", np.nan)
                 row["quantized_ops"] = record.get("ranking_groups", np.nan)
                 row["reached_target"] = bool(record.get("reached_target"))
             else:
                 row["float_nodes"] = int(record.get("float_nodes", 0))
+                row["float_weight_ops"] = sum(t in WEIGHT_OPS for t in record.get("reverted_types", []))
                 row["search_s"] = record.get("search_s", np.nan)
                 row["quantized_ops"] = record.get("quantized_operations", np.nan)
                 row["reached_target"] = bool(record.get("reached_target", True))
@@ -92,7 +98,7 @@ def rescue_markdown(table: pd.DataFrame, cpu: str = "") -> str:
              "Float nodes: ONNX nodes kept in float (int8-auto) or operations NNCF reverted to float. Search: wall "
              "time of sensitivity + search (int8-auto) or of quantize_with_accuracy_control (NNCF)."
              + (f" CPU: {cpu}." if cpu else "") + "\n",
-             "| model | method | backend | drop [95% CI] | within 1 point | float nodes | engine MB | "
+             "| model | method | backend | drop [95% CI] | within 1 point | float nodes (with weights) | engine MB | "
              "latency ms [95% CI] | search s | val images |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
@@ -102,7 +108,7 @@ def rescue_markdown(table: pd.DataFrame, cpu: str = "") -> str:
         val = f"{int(r['val_images'])}" if np.isfinite(r["val_images"]) else "-"
         lines.append(f"| {r['model']} | {r['method']} | {r['backend']} | {r['drop_points']:+.2f} "
                      f"[{r['drop_ci_low']:+.2f}, {r['drop_ci_high']:+.2f}] | {'yes' if r['within_1_point'] else 'no'} "
-                     f"| {int(r['float_nodes'])} | {r['engine_mb']:.2f} | {latency} | {search} | {val} |")
+                     f"| {int(r['float_nodes'])} ({int(r['float_weight_ops'])}) | {r['engine_mb']:.2f} | {latency} | {search} | {val} |")
     return "\n".join(lines) + "\n"
 
 

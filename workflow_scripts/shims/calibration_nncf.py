@@ -15,4 +15,5 @@ run(sm, lambda: run_nncf_rescue(
     seed=sm.params.seed,
     engine_path=sm.output.engine,
     record_json=sm.output.record,
+    bias_correction=nncf.get("bias_correction", True),
 ))
