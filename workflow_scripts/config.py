@@ -171,6 +171,10 @@ NOT_COMPARED = {
     "calibration_study": "configures the calibration study, which has its own tables and summary",
     "summary": "how the summary treats rows, not how a row is measured",
     "decision": "budgets of the deployment decision, read from the summary tables",
+    "user_models": "what a model name stands for: its file's fingerprint and preprocessing are params of its import "
+                   "job, so a change reruns it and everything downstream (source.json records the SHA-256)",
+    "user_datasets": "what a dataset name stands for: its files' fingerprint is a param of prepare_dataset, so a change "
+                     "reruns it and everything downstream (meta.json records the SHA-256)",
     "runoff": "the latency runoff's rounds, its own table (latency_runoff.parquet, rule params), not a per-engine row",
 }
 
