@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.cli import ENGINE_DIR, MODEL_DIR, ONNX_DIR, log_of, snakemake_command, tiny
+from tests.cli import ENGINE_DIR, MODEL_DIR, ONNX_DIR, job_counts, log_of, snakemake_command, tiny
 from tests.cli import snakemake as run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -334,3 +334,15 @@ def test_a_forced_engine_rebuild_killed_at_any_moment_resumes_to_a_consistent_ma
     snakemake(workdir, "--rerun-incomplete")
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout, ended
     assert_matrix_consistent(workdir)
+
+
+@pytest.mark.parametrize("deleted", ["fp32.xml", "fp32.bin"])
+def test_a_deleted_engine_file_is_rebuilt_by_the_default_run(finished, tmp_path, deleted):
+    workdir = tmp_path / "work"
+    shutil.copytree(finished, workdir, symlinks=True)
+    (workdir / OV_ENGINE).with_name(deleted).unlink()
+    plan = snakemake(workdir, "-n")
+    counts = job_counts(plan.stdout)
+    # The engine is rebuilt, and everything measured on it remeasured and summarized again.
+    assert counts.get("build_engine_openvino") == 1 and counts.get("benchmark_latency") == 1, counts
+    assert counts.get("evaluate_engine") == 1 and counts.get("summarize") == 1, counts
