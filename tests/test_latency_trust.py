@@ -195,6 +195,20 @@ def test_decision_md_says_tie_and_names_the_tie_set(summary_dir):
     assert "**Tie within measurement noise**" in text and "tied with the chosen engine" in text
 
 
+def test_run_summary_says_the_tie_and_shows_intervals_and_counts(summary_dir, tmp_path):
+    from workflow_scripts import run_summary
+
+    tables = dm.read_tables(summary_dir)
+    latency = tables["latency"].copy()
+    latency["latency_p99_ci_low_ms"] = latency["latency_p99_ms"] * 0.5
+    latency["latency_p99_ci_high_ms"] = latency["latency_p99_ms"] * 2.0
+    tables = {**tables, "latency": latency}
+    decision = dm.decide(tables, dm.Budgets(max_drop_points=None, require_valid=False))
+    text = run_summary.render(tables, decision, summary_dir)
+    assert text.count("Tie within measurement noise: tie within measurement noise:") == 2
+    assert "p50 ms [95% CI]" in text and "tasks/rounds" in text and "300/0" in text
+
+
 # --- NaN samples (issue 25 item 8) -----------------------------------------------------------------
 
 def test_nan_latency_samples_make_an_invalid_row_the_decision_never_ranks():
@@ -260,3 +274,26 @@ def test_cli_refuses_parquet_into_a_missing_folder_and_a_truncated_table(summary
     done = cli(broken)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "latency.parquet is unreadable" in done.stderr and "--forcerun summarize" in done.stderr
+
+
+# --- the runoff rule on the real CLI (slow) ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_runoff_rule_measures_every_engine_in_rotated_rounds_and_feeds_the_summary(tmp_path):
+    from tests.cli import CELL, ONNX_DIR, tiny
+    from tests.cli import snakemake as run_snakemake
+
+    config = tiny(runoff={"rounds": 6, "min_duration_s": 0.0, "warmup": 1})
+    run_snakemake(tmp_path, "results/summary/decision.md", config=config, timeout=1800)
+    table = pd.read_parquet(tmp_path / ONNX_DIR / "latency_runoff.parquet")
+    assert len(table) == 3 * 6 and set(table["precision"]) == {"fp32", "fp16", "int8"}
+    # Rotated order: each engine takes each of the three positions twice over six rounds.
+    assert (table.groupby("precision")["position"].value_counts() == 2).all()
+    assert (table["tasks"] >= 299).all() and table["latency_p99_supported"].all()
+    assert table["cpu_steal_percent"].notna().all() and table["noise_reason"].str.startswith("IQR/median").all()
+    latency = pd.read_parquet(tmp_path / "results" / "summary" / "latency.parquet")
+    assert (latency["rounds"] == 6).all() and latency["latency_p99_rounds_ci_high_ms"].notna().all()
+    assert (latency["latency_median_rounds_ci_low_ms"] <= latency["latency_median_rounds_ms"]).all()
+    decision = pd.read_parquet(tmp_path / "results" / "summary" / "decision.parquet")
+    assert decision["chosen"].sum() == 1 and set(decision["latency_source"]) == {"6 interleaved rounds"}
+    assert CELL["device"] in set(decision["device"])
