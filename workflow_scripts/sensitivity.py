@@ -31,6 +31,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 # SQNR at or above this is treated as exact when computing the SQNR lost across a node.
 SQNR_CAP_DB = 60.0
+# What ranks the groups: the SQNR lost across them, or that or their weight's own loss if larger.
+RANK_BY = ("degradation_db", "score_db")
 
 
 def _activations(model_path: Path, augmented: Path, batches: Callable[[], Iterator[np.ndarray]]) -> dict:
@@ -45,7 +47,8 @@ def _activations(model_path: Path, augmented: Path, batches: Callable[[], Iterat
 
 
 def layer_sensitivity(float_model: str | Path, qdq_model: str | Path,
-                      batches: Callable[[], Iterator[np.ndarray]], work_dir: str | Path | None = None) -> pd.DataFrame:
+                      batches: Callable[[], Iterator[np.ndarray]], work_dir: str | Path | None = None,
+                      rank_by: str = "degradation_db") -> pd.DataFrame:
     """One row per node of ``float_model`` whose output the INT8 model quantizes, ranked (rank 1 = most sensitive).
 
     ``float_model`` must be the pre-processed FP32 model the INT8 model was quantized from
@@ -62,7 +65,7 @@ def layer_sensitivity(float_model: str | Path, qdq_model: str | Path,
     errors = compute_activation_error(matching)
     float_proto = onnx.load(str(float_model), load_external_data=False)
     weights = weight_sqnr(float_proto, onnx.load(str(qdq_model), load_external_data=False))
-    return rank_nodes(float_proto.graph, errors, weights=weights)
+    return rank_nodes(float_proto.graph, errors, weights=weights, rank_by=rank_by)
 
 
 def weight_sqnr(float_model, qdq_model) -> dict[str, float]:
@@ -112,13 +115,14 @@ def _sqnr(errors: dict, tensor: str) -> float | None:
     return None if entry is None or "xmodel_err" not in entry else float(entry["xmodel_err"])
 
 
-def rank_nodes(graph, errors: dict, cap_db: float = SQNR_CAP_DB, weights: dict | None = None) -> pd.DataFrame:
+def rank_nodes(graph, errors: dict, cap_db: float = SQNR_CAP_DB, weights: dict | None = None,
+               rank_by: str = "degradation_db") -> pd.DataFrame:
     """Rank the nodes of ``graph`` by the SQNR lost across them (see module docstring).
 
     ``weights`` (:func:`weight_sqnr`): per node, its INT8 weight's SQNR. A group's ``weight_sqnr_db`` is
     its worst; its ``score_db`` = max(``degradation_db``, cap - ``weight_sqnr_db``): the SQNR lost across
     it, or the loss its own weight rounding would cause on clean inputs if that is larger. Rank follows
-    ``score_db``.
+    ``rank_by``: ``degradation_db`` (default) or ``score_db``.
 
     ONNX Runtime fuses some activations into the op before them (Conv -> Relu carries no QDQ in
     between), so a measured tensor is attributed to the *group* of nodes that produce it from the
@@ -165,7 +169,9 @@ def rank_nodes(graph, errors: dict, cap_db: float = SQNR_CAP_DB, weights: dict |
     frame["weight_sqnr_db"] = [min((weights[n] for n in nodes if n in weights), default=np.nan)
                                for nodes in frame["nodes"]]
     frame["score_db"] = np.fmax(frame["degradation_db"], cap_db - frame["weight_sqnr_db"])
-    frame = frame.sort_values(["score_db", "xmodel_sqnr_db"], ascending=[False, True], kind="stable")
+    if rank_by not in RANK_BY:
+        raise ValueError(f"config key 'calibration_study.sensitivity.rank_by' is {rank_by!r}; use one of {RANK_BY}")
+    frame = frame.sort_values([rank_by, "xmodel_sqnr_db"], ascending=[False, True], kind="stable")
     frame["rank"] = np.arange(1, len(frame) + 1)
     return frame.reset_index(drop=True)
 
@@ -183,8 +189,8 @@ def ranked_groups(sensitivity: pd.DataFrame, exclude: Sequence[str] = ()) -> lis
 
 def run_sensitivity(onnx_path: str | Path, qdq_engine: str | Path, data_dir: str | Path, num_images: int,
                     batch_size: int, seed: int, out_table: str | Path, labels: dict, provenance: dict,
-                    prepared: str | Path | None = None) -> pd.DataFrame:
-    """Sensitivity of the baseline INT8 engine on calibration images of the train split; write Parquet.
+                    prepared: str | Path | None = None, rank_by: str = "degradation_db") -> pd.DataFrame:
+    """Sensitivity of the start variant's INT8 engine on calibration images of the train split; write Parquet.
 
     ``prepared``: the study's shared pre-processed model (made here when absent)."""
     from .artifacts import write_parquet
@@ -199,10 +205,12 @@ def run_sensitivity(onnx_path: str | Path, qdq_engine: str | Path, data_dir: str
     num_images = min(num_images, train_split_size(data_dir))
     with tempfile.TemporaryDirectory(prefix="edgeptq-sens-", dir=Path(out_table).parent) as tmp:
         prepared = prepared or prepare_model(onnx_path, Path(tmp) / "prepared.onnx")
-        frame = layer_sensitivity(prepared, qdq_engine, calibration_source(data_dir, num_images, batch_size, seed), tmp)
+        frame = layer_sensitivity(prepared, qdq_engine, calibration_source(data_dir, num_images, batch_size, seed), tmp,
+                                  rank_by=rank_by)
     for key, value in labels.items():
         frame[key] = value
     frame["sensitivity_images"] = num_images
+    frame["rank_by"] = rank_by
     frame["sensitivity_s"] = time.perf_counter() - started  # part of int8-auto's search time
     write_parquet(with_provenance(frame, provenance), out_table)
     log.info("worst layers:\n%s", frame.head(10)[["rank", "node", "op_type", "degradation_db", "xmodel_sqnr_db"]]

@@ -13,4 +13,5 @@ run(sm, lambda: run_sensitivity(
     labels=sm.params.labels,
     provenance=provenance_of(sm),
     prepared=sm.input.prepared,
+    rank_by=sm.params.sensitivity.get("rank_by", "degradation_db"),
 ))
