@@ -47,6 +47,8 @@ rule import_user_onnx:
         provenance=lambda w: {"device": w.device, "backend": "onnx-import"},
     wildcard_constraints:
         model="|".join(user_models_of(config, "onnx")) or "^$",
+    # As the export it stands for: its rows record runtime.export_onnx.threads, which the summary compares.
+    threads: job_cores
     resources:
         mem_mb=config["resources"]["export_onnx"]["mem_mb"],
         runtime=config["resources"]["export_onnx"]["runtime"],
