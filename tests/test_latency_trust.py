@@ -145,6 +145,18 @@ def test_between_round_intervals_and_ratio_paired_by_round():
     assert out.loc["int8", "latency_median_vs_fp32_rounds_ci_high"] == pytest.approx(0.5)
 
 
+def test_runoff_rows_keep_their_engines_backend_and_unlabelled_rows_are_left_out(tmp_path):
+    frame = runoff_rows({("litert", "fp32"): [1.0] * 6, ("openvino", "fp32"): [2.0] * 6})
+    written = frame.assign(backend="runoff")  # what the job's provenance column would overwrite
+    path = tmp_path / "cpu" / "onnx" / "digits_32px" / "M" / runoff.RUNOFF_FILE
+    path.parent.mkdir(parents=True)
+    written.to_parquet(path)
+    assert not len(runoff.read_runoff([str(path)], tmp_path))
+    frame.to_parquet(path)
+    back = runoff.read_runoff(runoff.find_runoff_files(tmp_path), tmp_path)
+    assert set(back["backend"]) == {"litert", "openvino"} and set(back["device"]) == {"cpu"}
+
+
 # --- ties in the decision -------------------------------------------------------------------------
 
 def candidates(p99: dict[tuple[str, str], float], mb: dict[tuple[str, str], float]) -> pd.DataFrame:

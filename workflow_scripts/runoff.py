@@ -82,8 +82,10 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
                      summary["iterations"], reason)
     log.info("runoff of %d engines x %d rounds took %.1f s", len(engines), rounds, time.perf_counter() - started)
     frame = pd.DataFrame(rows)
-    write_parquet(with_provenance(frame, provenance), out_path)
-    return frame
+    # Provenance names the job's backend ('runoff'); each row keeps the backend of its engine.
+    written = with_provenance(frame, provenance).assign(backend=frame["backend"].to_numpy())
+    write_parquet(written, out_path)
+    return written
 
 
 def _by_round(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -176,6 +178,12 @@ def read_runoff(files: list[str], results_dir: str | Path | None = None) -> pd.D
                                   f"snakemake --cores 2 --forcerun benchmark_latency_runoff") from exc
         if results_dir is not None:
             frame["device"] = Path(path).resolve().relative_to(Path(results_dir).resolve()).parts[0]
+        if "backend" in frame.columns and (frame["backend"] == "runoff").any():
+            # An early version labelled every row with the job's provenance backend: which engine a
+            # row measured is unknown, so the rows are left out rather than guessed.
+            log.warning("runoff table %s has rows without their engine's backend (written by an earlier version); "
+                        "left out. Remeasure with: snakemake --cores 2 --forcerun benchmark_latency_runoff", path)
+            frame = frame[frame["backend"] != "runoff"]
         frames.append(frame)
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
