@@ -20,8 +20,10 @@ from workflow_scripts.errors import BackendUnavailable, ConfigError, EdgePTQErro
 RULE_STAGE: dict[str, str] = {
     "prepare_dataset": "data",
     "train_model": "train",
+    "import_user_model": "train",   # a user's Keras model stands in for training
     "evaluate_keras": "train",
     "export_onnx": "export",
+    "import_user_onnx": "export",   # a user's ONNX model stands in for the export
     "build_engine": "device",
     "build_int8_engine": "device",
     "benchmark_latency": "device",
@@ -55,6 +57,7 @@ PLACEMENT_KEYS = ("slurm_partition", "slurm_account", "constraint", "qos", "gres
 # distribution). Only these refuse to run on another device; accuracy and training do not depend on it.
 MEASURING_RULES = frozenset({
     "export_onnx",
+    "import_user_onnx",
     "build_engine",
     "build_int8_engine",
     "benchmark_latency",
