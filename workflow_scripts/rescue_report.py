@@ -125,7 +125,8 @@ def plot_sensitivity(tables: list[tuple[str, pd.DataFrame, set, set]], out_png: 
     fig, axes = plt.subplots(max(len(tables), 1), 1, figsize=(11, 3.2 * max(len(tables), 1)), squeeze=False)
     for ax, (title, table, ours, nncf) in zip(axes[:, 0], tables):
         ordered = table.sort_values("graph_order").reset_index(drop=True)
-        column = "score_db" if "score_db" in ordered else "degradation_db"
+        # The column the ranking followed (sensitivity.rank_by).
+        column = str(ordered["rank_by"].iloc[0]) if "rank_by" in ordered and len(ordered) else "degradation_db"
         x = np.arange(len(ordered))
         ax.bar(x, ordered[column], color="#9aa7b8", width=0.8, label="INT8 (sensitivity)")
         kept = np.array([bool(set(nodes) & ours) for nodes in ordered["nodes"]])
