@@ -117,16 +117,19 @@ def test_a_user_keras_model_is_imported_not_trained_and_an_onnx_file_skips_the_e
     ("litert", r"are ONNX files \(or SavedModels, which enter as ONNX\), but backend\(s\) \['litert'\] build from a Keras"),
     ("unlabelled", r"dataset 'imgs' has no labels .* \['MobileNetV3Small'\] cannot be trained"),
     ("missing", r"user_models.mine.path' is 'nowhere/m.keras', but .* does not exist"),
+    ("calibration", r"'calibration.num_images' is 32, but the train split of dataset 'imgs' has 20 images"),
 ])
 def test_a_model_that_does_not_fit_the_data_is_refused_at_planning_naming_both_sides(tmp_path, case, needle):
-    imgs = image_folder(tmp_path / "imgs", classes=10, per_class=1, splits=None if case == "unlabelled" else ("train", "test"))
+    imgs = image_folder(tmp_path / "imgs", classes=10, per_class=2 if case == "calibration" else 1,
+                        splits=None if case == "unlabelled" else ("train", "test"))
     if case == "unlabelled":
         imgs = imgs / "0"
     model = {"size": lambda: fake_keras(tmp_path / "m.keras", size=64),
              "classes": lambda: fake_keras(tmp_path / "m.keras", classes=5),
              "channels": lambda: fake_keras(tmp_path / "m.keras", channels=1),
              "litert": lambda: tiny_onnx(tmp_path / "m.onnx"),
-             "unlabelled": lambda: fake_keras(tmp_path / "m.keras"), "missing": lambda: "nowhere/m.keras"}[case]()
+             "unlabelled": lambda: fake_keras(tmp_path / "m.keras"), "missing": lambda: "nowhere/m.keras",
+             "calibration": lambda: fake_keras(tmp_path / "m.keras")}[case]()
     models = ["MobileNetV3Small", "mine"] if case == "unlabelled" else ["mine"]
     code, out = _dry(tmp_path, models=models, datasets=["imgs"], user_models={"mine": {"path": str(model)}},
                      user_datasets={"imgs": {"path": str(imgs)}},

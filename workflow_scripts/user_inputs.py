@@ -349,6 +349,13 @@ def check_user_matrix(config: dict, backends: list[str] | None = None) -> None:
                           f"backend(s) {keras_only} build from a Keras model (the TFLite converter reads Keras), which "
                           f"they do not give; name the "
                           f"others, e.g. backends: [{', '.join(b for b in backends if b not in keras_only)}]")
+    wanted = (config.get("calibration") or {}).get("num_images", 0)
+    if "int8" in config.get("precisions", []) and wanted:
+        for dataset in (d for d in config["datasets"] if d in datasets):
+            have = train_images(dataset, user_dataset_path(dataset, datasets[dataset]))
+            if have is not None and wanted > have:
+                raise ConfigError(f"config key 'calibration.num_images' is {wanted}, but the train split of dataset "
+                                  f"{dataset!r} has {have} images; set calibration.num_images to at most {have}")
 
 
 def user_dataset_param(config: dict, dataset: str) -> dict:
@@ -369,3 +376,21 @@ def user_model_param(config: dict, model: str) -> dict:
     entry = config["user_models"][model]
     path = user_model_path(model, entry)
     return {"path": str(path), "fingerprint": fingerprint(path), "preprocess": asdict(model_preprocess(model, entry))}
+
+
+def train_images(name: str, path: Path) -> int | None:
+    """How many images the train split of a user dataset will hold, where that is known before preparation
+    (a folder's train/ or a folder without labels, whose images all calibrate; an .npz's train_labels);
+    None where the split is carved at preparation."""
+    if path.is_file():
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as archive:
+            return len(archive["train_labels"]) if "train_labels" in archive.files else None
+    contract = read_data_contract(name, path)
+    folder = path / "train" if "train" in contract.splits else path
+    if contract.num_classes is None:
+        return len(_images_in(folder))
+    if "train" in contract.splits:
+        return sum(len(_images_in(folder / c)) for c in contract.class_names)
+    return None

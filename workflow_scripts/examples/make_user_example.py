@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     x_train, y_train, x_test, y_test = digits_images(args.seed)
     write_folder(out / "digits" / "train", x_train, y_train)
     write_folder(out / "digits" / "test", x_test, y_test)
-    write_folder(out / "unlabelled", x_test[:200], None)
+    write_folder(out / "unlabelled", x_test[:300], None)
     np.savez(out / "digits.npz", train_images=x_train, train_labels=y_train, test_images=x_test, test_labels=y_test)
     model = train_model(x_train, y_train, args.epochs, args.seed)
     accuracy = float((model.predict(x_test.astype("float32") / 255.0, verbose=0).argmax(1) == y_test).mean())
@@ -91,7 +91,7 @@ def main(argv=None) -> None:
                                output_path=str(out / "mynet.onnx"))
     print(f"wrote {out}/mynet.keras (test top-1 {accuracy:.3f} on {len(y_test)} images), {out}/mynet.onnx (NCHW), "
           f"{out}/digits/ (train {len(y_train)}, test {len(y_test)} images in class folders), {out}/digits.npz, "
-          f"{out}/unlabelled/ (200 images)")
+          f"{out}/unlabelled/ (300 images)")
 
 
 if __name__ == "__main__":
