@@ -32,7 +32,7 @@ from workflow_scripts import statistics as st  # noqa: E402
 from workflow_scripts.backends import get_backend  # noqa: E402
 from workflow_scripts.latency import measure_round  # noqa: E402
 
-MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*ms")
+MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*(ms|us)")
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
@@ -67,7 +67,8 @@ def benchmark_app(xml: Path, name: str, shape: list[int], threads: int, seconds:
     if done.returncode != 0 or not found:
         raise RuntimeError(f"benchmark_app failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-2000:]}"
                            f"\n{done.stderr[-2000:]}")
-    return float(found[-1])
+    value, unit = found[-1]
+    return float(value) / (1000.0 if unit == "us" else 1.0)  # it prints us below 1 ms
 
 
 def ours(xml: Path, shape: list[int], threads: int, seconds: float) -> float:
