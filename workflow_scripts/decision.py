@@ -367,7 +367,8 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
             if len(chosen):
                 row = chosen.iloc[0]
                 if row.get("tie_note"):
-                    lines += [f"**Tie within measurement noise**: {row['tie_note']}.", ""]
+                    body = row["tie_note"].removeprefix("tie within measurement noise: ")
+                    lines += [f"**Tie within measurement noise**: {body}.", ""]
                 lines.append(f"**Deploy {_engine_name(row)}**: p99 {interval_text(row, 'p99')} ms, "
                              f"p50 {interval_text(row, 'p50')} ms ({row.get('latency_source', 'single run')}), "
                              f"{_num(row['engine_mb'])} MB, "

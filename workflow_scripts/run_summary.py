@@ -70,7 +70,8 @@ def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None
         lines += ["", f"--- {device} · {model} · {dataset} {size} px ---"]
         lines += _table(_rows(group, chosen))
         if (device, dataset, model) in ties:
-            lines.append(f"Tie within measurement noise: {ties[(device, dataset, model)]}.")
+            lines.append(f"Tie within measurement noise: "
+                         f"{ties[(device, dataset, model)].removeprefix('tie within measurement noise: ')}.")
         flagged += int((group.apply(flags_text, axis=1) != "").sum())
     energy = engines["energy_per_inference_mj"]
     notes = [""]
