@@ -36,8 +36,9 @@ def schema_error_message(exc):
     )
 
 
-def check_results_dir(results_dir):
-    """The output folder must be creatable and writable: fail before planning, naming config key results_dir."""
+def check_results_dir(results_dir, writes=True):
+    """The output folder must be creatable (always) and writable (when jobs may run): fail before planning,
+    naming config key results_dir. A file in its way can never work, dry run or not."""
     folder = Path(results_dir)
     existing = folder
     while not existing.exists():
@@ -48,7 +49,7 @@ def check_results_dir(results_dir):
             f"{folder} cannot be created; set results_dir to a folder you can write (e.g. --config "
             "results_dir=results) or move that file away"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if writes and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(
             f"config key 'results_dir' is {results_dir!r}, but the folder {existing} is not writable; "
             "fix its permissions or set results_dir to a folder you can write"
@@ -79,8 +80,7 @@ try:
 except WorkflowError as exc:
     raise ConfigError(schema_error_message(exc)) from None
 check_config(config)
-if writes_results():
-    check_results_dir(config["results_dir"])
+check_results_dir(config["results_dir"], writes=writes_results())
 
 RESULTS = config["results_dir"]
 SIZE = config["input_size"]
