@@ -358,6 +358,8 @@ class OpenVINORunner:
         self.batch_size: int | None = None
         self.compiled = None
         self.request = None
+        self._bound: np.ndarray | None = None
+        self._bound_data: np.ndarray | None = None
 
     def _compile(self, batch_size: int) -> None:
         import openvino as ov
@@ -366,16 +368,31 @@ class OpenVINORunner:
         self.model.reshape({self.model.inputs[0]: ov.PartialShape([ov.Dimension(batch_size)] + dims[1:])})
         self.compiled = self.core.compile_model(self.model, "CPU", self.config)
         self.request = self.compiled.create_infer_request()
+        self._bound = None  # the new request has no input bound yet
         self.batch_size = batch_size
         # What the plugin actually applied (the hint may be refused on a CPU without the type).
         for key in ("INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "NUM_STREAMS", "PERFORMANCE_HINT"):
             self.facts[f"compiled_{key.lower()}"] = _plain(self.compiled.get_property(key))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Class scores for one float32 NHWC batch in 0..255."""
+        """Class scores for one float32 NHWC batch in 0..255.
+
+        The input is bound to the request as a tensor sharing the batch's memory, and bound again only
+        when another array arrives (or the batch had to be converted, so its memory is not the one
+        bound): repeated calls on the latency benchmark's fixed batch pass nothing but ``infer()``, as
+        OpenVINO's benchmark_app does, instead of copying a numpy dict into a new tensor every call.
+        """
+        import openvino as ov
+
         if len(batch) != self.batch_size:
             self._compile(len(batch))
-        self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        if batch is not self._bound:
+            data = np.ascontiguousarray(batch, dtype=np.float32)
+            self.request.set_input_tensor(0, ov.Tensor(data, shared_memory=True))
+            # Keep the array alive while the request reads it; reuse it only if it is the caller's memory.
+            self._bound = batch if data is batch else None
+            self._bound_data = data
+        self.request.infer()
         return self.request.get_output_tensor(0).data.copy()
 
     def runtime_precisions(self) -> dict[str, int]:
@@ -394,6 +411,7 @@ class OpenVINORunner:
         """Release the compiled model."""
         self.request = None
         self.compiled = None
+        self._bound = self._bound_data = None
 
 
 def load_runner(engine_path: str | Path, threads: int = 0) -> OpenVINORunner:
