@@ -102,7 +102,8 @@ def test_a_user_keras_model_is_imported_not_trained_and_an_onnx_file_skips_the_e
     models = {"mine": {"path": str(fake_keras(tmp_path / "m.keras"))},
               "theirs": {"path": str(tiny_onnx(tmp_path / "m.onnx")), "family": "torch"}}
     code, out = _dry(tmp_path, models=["mine", "theirs"], datasets=["imgs"], user_models=models,
-                     user_datasets={"imgs": {"path": str(tmp_path / "imgs")}})
+                     user_datasets={"imgs": {"path": str(tmp_path / "imgs")}},
+                     calibration={"num_images": 8, "batch_size": 4})  # at most the folder's 20 train images
     assert code == 0, out
     assert "import_user_model " in out and "import_user_onnx " in out and "train_model" not in out
     assert "export_onnx " in out  # the Keras checkpoint is exported; the ONNX file is not
@@ -134,7 +135,9 @@ def test_a_model_that_does_not_fit_the_data_is_refused_at_planning_naming_both_s
     code, out = _dry(tmp_path, models=models, datasets=["imgs"], user_models={"mine": {"path": str(model)}},
                      user_datasets={"imgs": {"path": str(imgs)}},
                      train={"epochs": 1, "batch_size": {"digits": 32, "imgs": 4}},
-                     backends=["onnxruntime", "litert"] if case == "litert" else ["onnxruntime"])
+                     backends=["onnxruntime", "litert"] if case == "litert" else ["onnxruntime"],
+                     # The tiny folders hold 10 train images: only the calibration case asks for more.
+                     calibration={"num_images": 32 if case == "calibration" else 8, "batch_size": 4})
     assert code != 0 and "Traceback" not in out, out
     import re
     assert re.search(needle, out), out
