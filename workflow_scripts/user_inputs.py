@@ -54,13 +54,18 @@ def model_kind(path: Path) -> str:
     return {".keras": "keras", ".onnx": "onnx"}.get(path.suffix.lower(), "")
 
 
-def user_model_path(name: str, entry: dict) -> Path:
-    """The checked path of user model ``name``: it exists and is a .keras, .onnx or SavedModel folder."""
-    written = entry["path"]
+def _existing_path(key: str, written: str, fix: str) -> tuple[str, Path]:
+    """(as written, resolved) of config key ``key``'s path, refused naming the key and ``fix`` if it does not exist."""
     path = Path(os.path.expanduser(written)).resolve()
     if not path.exists():
-        raise ConfigError(f"config key 'user_models.{name}.path' is {written!r}, but {path} does not exist; "
-                          "give the path of your .keras file, SavedModel folder or .onnx file")
+        raise ConfigError(f"config key '{key}' is {written!r}, but {path} does not exist; {fix}")
+    return written, path
+
+
+def user_model_path(name: str, entry: dict) -> Path:
+    """The checked path of user model ``name``: it exists and is a .keras, .onnx or SavedModel folder."""
+    written, path = _existing_path(f"user_models.{name}.path", entry["path"],
+                                   "give the path of your .keras file, SavedModel folder or .onnx file")
     if not model_kind(path):
         raise ConfigError(f"config key 'user_models.{name}.path' is {written!r}, which is neither a .keras file, a "
                           "SavedModel folder nor an .onnx file")
@@ -172,11 +177,8 @@ def model_preprocess(name: str, entry: dict) -> registry.Preprocess:
 
 
 def user_dataset_path(name: str, entry: dict) -> Path:
-    written = entry["path"]
-    path = Path(os.path.expanduser(written)).resolve()
-    if not path.exists():
-        raise ConfigError(f"config key 'user_datasets.{name}.path' is {written!r}, but {path} does not exist; give "
-                          "an image folder (one subfolder per class) or an .npz file")
+    written, path = _existing_path(f"user_datasets.{name}.path", entry["path"],
+                                   "give an image folder (one subfolder per class) or an .npz file")
     if path.is_file() and path.suffix.lower() != ".npz":
         raise ConfigError(f"config key 'user_datasets.{name}.path' is {written!r}, a file that is not .npz; give an "
                           "image folder (one subfolder per class) or an .npz of images and labels")
