@@ -62,8 +62,9 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
     started = time.perf_counter()
     for r in range(rounds):
         for position, engine in enumerate(round_order(list(engines), r)):
+            timing: dict = {}  # latency_clock, wall_median_ms, wall_p99_ms
             samples, load_s, noise = measure_round(get_backend(engine["backend"]), engine["path"], threads, batch,
-                                                   warmup, 1, min_duration_s, max_duration_s, needed)
+                                                   warmup, 1, min_duration_s, max_duration_s, needed, timing)
             summary = summarize_latency(samples, batch_size)
             noisy, reason = noise_reason(summary["latency_iqr_ratio"], noise["cpu_steal_percent"],
                                          noise["other_processes_cores"])
@@ -74,7 +75,7 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
                          "latency_p99_ms": summary["latency_p99_ms"],
                          "latency_p99_supported": summary["latency_p99_supported"],
                          "latency_iqr_ratio": summary["latency_iqr_ratio"],
-                         "measured_duration_s": summary["measured_duration_s"], **noise,
+                         "measured_duration_s": summary["measured_duration_s"], **timing, **noise,
                          "high_variation": noisy, "noise_reason": reason, "batch_size": batch_size,
                          "threads": threads, "rounds": rounds})
             log.info("round %d/%d %s %s: median %.4f ms, p99 %.4f ms, %d tasks; %s", r + 1, rounds,
