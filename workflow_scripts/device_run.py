@@ -133,7 +133,8 @@ def provenance_for(config: Dict[str, Any], rule: str, device: str, backend: str,
     if rule == "build_engine" and wildcards.get("precision") == "int8":
         rule = "build_int8_engine"
     settings = {"rule": rule, **rule_settings(config, rule, precision=wildcards.get("precision"),
-                                              backend=backend, dataset=wildcards.get("dataset"))}
+                                              backend=backend, dataset=wildcards.get("dataset"),
+                                              model=wildcards.get("model"))}
     job = SimpleNamespace(config=config, rule=rule, wildcards=dict(wildcards), threads=threads,
                           params=SimpleNamespace(provenance={"device": device, "backend": backend}, settings=settings))
     return provenance_of(job, **extra)

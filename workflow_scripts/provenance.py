@@ -37,6 +37,16 @@ def git_state(repo: str | None = None) -> tuple[str, bool]:
     return commit.stdout.strip(), bool(status.stdout.strip())
 
 
+def backend_version(backend: str) -> str:
+    """Version of ``backend``'s runtime: the registry's packages for a registered backend (LiteRT's is
+    ``ai-edge-litert``, not a package named ``litert``), else the package of that name ('' if absent)."""
+    from .registry import BACKENDS
+
+    if backend in BACKENDS:
+        return BACKENDS[backend].version()
+    return package_version(backend)
+
+
 def provenance(device: str, backend: str, config_hash: str, settings: str = "",
                settings_hash: str = "") -> dict[str, object]:
     """Columns describing where, with what, under which settings and when a result was produced.
@@ -52,7 +62,7 @@ def provenance(device: str, backend: str, config_hash: str, settings: str = "",
         # Identity, hardware and power state of the device (empty where not readable).
         **info,
         "backend": backend,
-        "backend_version": package_version(backend),
+        "backend_version": backend_version(backend),
         "tensorflow_version": tf_version,
         "tf2onnx_version": package_version("tf2onnx"),
         "onnx_version": package_version("onnx"),
