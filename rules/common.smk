@@ -1,3 +1,4 @@
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -91,6 +92,13 @@ PROBE_BACKENDS = probe_backends_while_planning(config["device"], config["placeme
 BACKENDS = registry.resolve_backends(config["backends"], probe=PROBE_BACKENDS)
 for _backend in BACKENDS:
     registry.check_backend_config(_backend, config, probe=PROBE_BACKENDS)
+# The precisions each backend builds here: a (backend, precision) pair a backend cannot build or this
+# hardware cannot run (bf16 without avx512_bf16/amx_bf16, or on a GPU older than Ampere) was refused
+# above where backends are named; under backends: auto it is left out of the matrix, with a note.
+ENGINE_PRECISIONS, _PRECISION_NOTES = registry.engine_precisions(BACKENDS, config, probe=PROBE_BACKENDS)
+LEFT_OUT = {(b, p) for b in BACKENDS for p in config["precisions"] if p not in ENGINE_PRECISIONS[b]}
+for _note in _PRECISION_NOTES:
+    print(f"Note: {_note}", file=sys.stderr)
 check_user_matrix(config, BACKENDS)  # user models and data: fit, and backends an ONNX file can feed
 if PROBE_BACKENDS:
     check_threads(config)  # the measuring jobs run on this machine
@@ -207,7 +215,7 @@ def runoff_engines(w):
         {"backend": b, "precision": p,
          "path": paths.engine_file(RESULTS, w.device, b, w.dataset, w.size, w.model, p)}
         for b in BACKENDS
-        for p in config["precisions"]
+        for p in ENGINE_PRECISIONS[b]
     ]
 
 
@@ -237,10 +245,19 @@ def matrix(pattern, **extra):
         backends = fields.pop("backend")
         out = []
         for name in [backends] if isinstance(backends, str) else backends:
-            out += expand(pattern, backend=name, ext=registry.ENGINE_SUFFIX[name], **fields)
+            out += expand(pattern, planned_product, backend=name, ext=registry.ENGINE_SUFFIX[name], **fields)
         return list(dict.fromkeys(out))
     # expand() takes the product over every list, used in the pattern or not: drop repeats.
-    return list(dict.fromkeys(expand(pattern, **fields)))
+    return list(dict.fromkeys(expand(pattern, planned_product, **fields)))
+
+
+def planned_product(*wildcards):
+    """expand()'s combinator: the product of the wildcard values without the (backend, precision) pairs
+    left out of the matrix (LEFT_OUT: e.g. onnxruntime bf16 under backends: auto)."""
+    for combination in itertools.product(*wildcards):
+        values = dict(combination)
+        if (values.get("backend"), values.get("precision")) not in LEFT_OUT:
+            yield combination
 
 
 ENGINE_DIR = paths.ENGINE_DIR

@@ -94,6 +94,44 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown-cpu"
 
 
+# /proc/cpuinfo flags of x86 BF16 arithmetic that OpenVINO's CPU plugin executes bf16 with (oneDNN's
+# avx512_core_bf16 and AMX; its CPU plugin then lists BF16 in OPTIMIZATION_CAPABILITIES).
+X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The feature flags of the first processor in ``cpuinfo`` ("flags" on x86, "Features" on ARM);
+    empty when unreadable (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return set(value.lower().split())
+    return set()
+
+
+def cpu_bf16_support(flags: set[str] | None = None, machine: str | None = None) -> tuple[bool, str]:
+    """(True, the flag found) where this CPU computes in BF16 (x86 ``avx512_bf16`` or ``amx_bf16``),
+    else (False, why: the missing flags, the CPU, and the fix). Cheap: reads /proc/cpuinfo only."""
+    flags = cpu_flags() if flags is None else set(flags)
+    machine = (machine or platform.machine() or "").lower()
+    found = [f for f in X86_BF16_FLAGS if f in flags]
+    if found:
+        return True, f"the CPU has {' and '.join(found)}"
+    fix = ("run bf16 on a CPU that has one (Intel Xeon Cooper Lake/Sapphire Rapids or newer, AMD Zen 4 or newer) "
+           "or leave bf16 out of config key 'precisions'")
+    if not flags:
+        return False, f"this machine's CPU flags cannot be read (no /proc/cpuinfo), so its BF16 support is unknown; {fix}"
+    if machine not in ("x86_64", "amd64"):
+        return False, (f"this {machine} CPU ({cpu_model()}) has no x86 avx512_bf16 or amx_bf16 flag, and OpenVINO's "
+                       f"CPU plugin runs bf16 only with them; {fix}")
+    return False, (f"this CPU ({cpu_model()}) has neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo, "
+                   f"the flags OpenVINO's CPU plugin needs to compute in BF16; {fix}")
+
+
 def jetson_model(model_file: Path = JETSON_MODEL_FILE) -> str | None:
     """The Jetson board name from the device tree, or None off Jetson."""
     try:

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import atomic_path
-from .registry import MODELS
+from .registry import MODELS, PRECISIONS
 
-PRECISION_ORDER = ["keras", "fp32", "fp16", "int8"]
-QUANTIZED = ["fp16", "int8"]
+# The registry's precisions (fp32, fp16, bf16, int8) after the Keras reference; QUANTIZED: every one
+# normalized to FP32. A precision keeps its color in every figure (see _colors).
+PRECISION_ORDER = ["keras", *PRECISIONS]
+QUANTIZED = [p for p in PRECISIONS if p != "fp32"]
 INVALID_NOTE = "hatched //: invalid latency run (valid = False) or invalid FP32 reference"
 VARIATION_NOTE = "dotted ..: noisy run (IQR/median of task latency > 0.10; the tables say why)"
 NO_GPU_NOTE = "GPU data absent"
@@ -90,7 +92,11 @@ def _no_data(ax, text: str = "no data") -> None:
 
 
 def _colors(values) -> dict:
+    """One color per value; precisions keep theirs in every figure, whichever of them are present."""
     cmap = _pyplot().get_cmap("tab10")
+    values = list(values)
+    if values and set(values) <= set(PRECISION_ORDER):
+        return {v: cmap(PRECISION_ORDER.index(v) % 10) for v in values}
     return {v: cmap(i % 10) for i, v in enumerate(values)}
 
 

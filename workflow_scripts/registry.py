@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 
 from .errors import BackendUnavailable, ConfigError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# Precisions whose arithmetic the hardware may lack, checked at planning (:func:`precision_support`):
+# bf16 needs a CPU with avx512_bf16 or amx_bf16 (OpenVINO) or a GPU of compute capability 8.0 or newer
+# (TensorRT: Ampere, Jetson Orin; not Xavier or Turing).
+HARDWARE_PRECISIONS = ("bf16",)
+# What a backend without BF16 engines builds (ONNX Runtime's and LiteRT's CPU kernels have no bf16 path).
+NO_BF16 = tuple(p for p in PRECISIONS if p != "bf16")
 
 
 @dataclass(frozen=True)
@@ -160,20 +166,21 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
 
 _ALL_METHODS = ("entropy", "minmax", "percentile")
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("onnxruntime", "onnxruntime_backend", "onnx", "onnx", PRECISIONS, _ALL_METHODS,
+    Backend("onnxruntime", "onnxruntime_backend", "onnx", "onnx", NO_BF16, _ALL_METHODS,
             "envs/onnxruntime.yaml", ("onnxruntime",), "onnxruntime", ("onnxruntime", "onnx"),
             options_key="onnxruntime", int8_options=("int8_cpu_policy", "reduce_range", "calibrator")),
     # The TFLite converter calibrates with min/max over a representative dataset.
-    Backend("litert", "litert_backend", "tflite", "keras", PRECISIONS, ("minmax",),
+    Backend("litert", "litert_backend", "tflite", "keras", NO_BF16, ("minmax",),
             "envs/litert.yaml", ("ai-edge-litert",), "litert", ("ai_edge_litert", "tensorflow"),
             follows_calibration_method=False),
-    # NNCF's post-training quantization uses min/max range estimators (plus bias correction).
+    # NNCF's post-training quantization uses min/max range estimators (plus bias correction). bf16 is the
+    # FP32 IR compiled with inference precision bf16, on CPUs with avx512_bf16/amx_bf16.
     Backend("openvino", "openvino_backend", "xml", "onnx", PRECISIONS, ("minmax",),
             "envs/openvino.yaml", ("openvino",), "openvino", ("openvino", "nncf"),
             options_key="openvino", companions=("bin",), int8_options=("preset", "fast_bias_correction"),
             follows_calibration_method=False),
     # TensorRT's implicit calibrator is IInt8EntropyCalibrator2 only: any other method would be
-    # silently replaced by entropy.
+    # silently replaced by entropy. bf16: BuilderFlag.BF16 (TensorRT 10, compute capability >= 8.0).
     Backend("tensorrt", "tensorrt", "engine", "onnx", PRECISIONS, ("entropy",),
             "envs/tensorrt.yaml", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "tensorrt",
             ("tensorrt", "polygraphy"), options_key="tensorrt", needs_gpu=True, int8_options=("int8_mode",)),
@@ -255,18 +262,18 @@ def check_backend_config(name: str, config: dict, probe: bool = True) -> None:
 
     Without ``probe`` the installed TensorRT's own limits are checked in the job, not here."""
     entry = backend(name)
-    bad = [p for p in config["precisions"] if p not in entry.precisions]
-    if bad:
-        raise ConfigError(f"config key 'precisions' has {bad} which backend {name!r} cannot build; "
-                          f"use a subset of {list(entry.precisions)} or leave {name} out of 'backends'")
+    # Named backends: a precision one cannot build, or cannot run on this hardware, is refused here;
+    # under backends: auto that pair is left out of the matrix (engine_precisions says so).
+    precisions = engine_precisions([name], config, probe)[0][name]
     if probe and name == "tensorrt" and entry.available()[0]:
         # Refuse at planning what this TensorRT cannot build (e.g. INT8 by calibration on TensorRT 11,
         # a tensorrt.dla_core this device does not have).
         trt = load(name)
         trt.check_config_options(config)  # also where backends is auto (config.check_config: named only)
-        trt.check_build_request(config["precisions"], config.get("tensorrt", {}), trt.version(),
-                                trt.probe().get("num_DLA_cores"))
-    if "int8" not in config["precisions"] or name not in METHOD_BACKENDS:
+        found = trt.probe()
+        trt.check_build_request(precisions, config.get("tensorrt", {}), trt.version(),
+                                found.get("num_DLA_cores"), found.get("compute_capability"))
+    if "int8" not in precisions or name not in METHOD_BACKENDS:
         return
     if name == "tensorrt" and config.get("tensorrt", {}).get("int8_mode", "calibration") != "calibration":
         return
@@ -277,3 +284,57 @@ def check_backend_config(name: str, config: dict, probe: bool = True) -> None:
             f"config key 'calibration.method' is {method!r}, which backend {name!r} cannot do "
             f"(it calibrates INT8 with {', '.join(entry.calibration_methods)} only); set calibration.method to one of "
             f"{list(entry.calibration_methods)}" + (f", or use backend {other[0]!r}" if other else ""))
+
+
+def is_auto(requested) -> bool:
+    """Whether config key ``backends`` is ``auto`` (every backend available here)."""
+    return requested == "auto" or requested == ["auto"]
+
+
+def precision_support(name: str, precision: str, probe: bool = True) -> tuple[bool, str]:
+    """(True, '') when backend ``name`` builds ``precision`` engines and, for :data:`HARDWARE_PRECISIONS`,
+    this machine can run them; else (False, why, naming the missing CPU flag or GPU capability and the fix).
+
+    Cheap: the CPU check reads /proc/cpuinfo, the GPU one the TensorRT probe that planning runs anyway.
+    Without ``probe`` (planning for a declared device on other nodes) the hardware is checked in the jobs.
+    """
+    entry = backend(name)
+    if precision not in entry.precisions:
+        return False, (f"backend {name!r} builds no {precision} engines (it builds {', '.join(entry.precisions)})")
+    if precision not in HARDWARE_PRECISIONS or not probe:
+        return True, ""
+    if name == "openvino":
+        from .device import cpu_bf16_support
+
+        ok, why = cpu_bf16_support()
+        return (True, "") if ok else (False, f"backend 'openvino' cannot run bf16 here: {why}")
+    if name == "tensorrt" and entry.available()[0]:
+        return load(name).bf16_support(load(name).probe())
+    return True, ""
+
+
+def engine_precisions(backends: list[str], config: dict, probe: bool = True) -> tuple[dict[str, list[str]], list[str]]:
+    """Per backend, the precisions of config key ``precisions`` it builds here, and a one-line note per
+    (backend, precision) pair left out.
+
+    With ``backends: auto`` a pair the backend cannot build (ONNX Runtime or LiteRT bf16) or the
+    hardware cannot run (bf16 without avx512_bf16/amx_bf16, or on a GPU older than Ampere) is left out
+    with a note; with backends named, it is refused (ConfigError naming the reason and the fix).
+    """
+    auto = is_auto(config.get("backends", "auto"))
+    out: dict[str, list[str]] = {}
+    notes: list[str] = []
+    for name in backends:
+        out[name] = []
+        for precision in config["precisions"]:
+            ok, why = precision_support(name, precision, probe)
+            if ok:
+                out[name].append(precision)
+            elif auto:
+                notes.append(f"backends: auto leaves out {name} {precision}: {why}")
+            else:
+                raise ConfigError(
+                    f"config key 'precisions' has {precision!r} and config key 'backends' names {name!r}, but {why}. "
+                    f"Leave {precision} out of 'precisions', leave {name} out of 'backends', or set backends: auto "
+                    f"(which measures {precision} only on the backends that can)")
+    return out, notes

@@ -9,6 +9,12 @@ scratch name.
 
 - FP32: the ONNX model read by OpenVINO's ONNX frontend, saved with ``compress_to_fp16=False``.
 - FP16: the same, saved with ``compress_to_fp16=True`` (float16 weights in the ``.bin``).
+- BF16: the FP32 IR (float32 weights, ``compress_to_fp16=False``) recording precision ``bf16``: IR files
+  hold no bf16 weights, so what makes it a BF16 engine is its compilation with inference precision bf16
+  (like FP16, whose f16 compute is likewise the compile-time hint). Where the CPU lacks BF16 arithmetic
+  (``avx512_bf16``/``amx_bf16``; the plugin's OPTIMIZATION_CAPABILITIES has no BF16) the runner refuses
+  it rather than let the plugin fall back to f32 under a bf16 label; planning refuses it earlier
+  (``registry.precision_support``).
 - INT8: ``nncf.quantize`` on the FP32 model with an ``nncf.Dataset`` over the calibration images
   (one image per item, ``subset_size`` = number of images), default preset (``performance``:
   symmetric int8 weights and activations), saved uncompressed.
@@ -18,8 +24,12 @@ by the IR's weight type: OpenVINO's CPU plugin defaults to bf16 on CPUs with AVX
 on ARM, which would make an "FP32" engine compute in 16 bits. The runner therefore sets the hint
 explicitly from the precision recorded in the IR's ``rt_info`` (see :func:`inference_precision`):
 fp32 -> f32; fp16 -> f16 where the CPU reports FP16 arithmetic, else f32 (fp16 weights, f32 compute);
-int8 -> f32 for the layers NNCF left in float (quantized layers run in int8 whatever the hint).
+bf16 -> bf16 (refused where the CPU reports no BF16); int8 -> f32 for the layers NNCF left in float (quantized layers run in int8 whatever the hint).
 The chosen hint and what the compiled model reports are in the runner's ``facts``.
+
+Timing: each ``run`` records the runtime's own time of its ``infer()`` call (``InferRequest.latency``,
+the clock OpenVINO's benchmark_app reports); :meth:`OpenVINORunner.runtime_latency_s` hands it to the
+latency harness, which keeps the wall time around ``run`` beside it (``wall_*`` columns).
 
 Telemetry: ``openvino.convert_model`` (the ovc Python tool) and NNCF send usage telemetry unless the
 user opted out with ``opt_in_out --opt_out`` (a file under ``$HOME/intel``). This backend reads ONNX
@@ -46,7 +56,7 @@ from ..errors import ConfigError, EdgePTQError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 ENGINE_SUFFIX = "xml"
 SOURCE_FORMAT = "onnx"
 # NNCF estimates activation ranges from min/max statistics of the calibration images (its default
@@ -278,8 +288,9 @@ def build_engine(source_path: str | Path, engine_path: str | Path, precision: st
     # Core.read_model runs the same ONNX frontend as openvino.convert_model, without ovc's telemetry.
     model = ov.Core().read_model(str(source_path))
     facts: dict = {"source_format": SOURCE_FORMAT, "openvino_version": version(),
-                   "weights_dtype": {"fp32": "f32", "fp16": "f16", "int8": "i8"}[precision],
-                   "compress_to_fp16": precision == "fp16", "io_dtype": "float32"}
+                   "weights_dtype": {"fp32": "f32", "fp16": "f16", "bf16": "f32", "int8": "i8"}[precision],
+                   "compress_to_fp16": precision == "fp16", "io_dtype": "float32",
+                   "inference_precision": {"bf16": "bf16"}.get(precision, "set by the runner")}
     if precision == "int8":
         if calibration_batches is None:
             raise ConfigError("int8 needs calibration data; none was given")
@@ -312,10 +323,20 @@ def inference_precision(engine_precision: str, capabilities: list[str]) -> str:
     """The INFERENCE_PRECISION_HINT for an engine of ``engine_precision`` on a CPU with ``capabilities``.
 
     fp32 -> f32 (never the plugin's bf16 default); fp16 -> f16 where the CPU reports FP16 arithmetic,
-    else f32; int8 -> f32 for the layers left in float (int8 layers run in int8 regardless).
+    else f32; bf16 -> bf16, refused (ConfigError naming the missing CPU flag) where the CPU reports no
+    BF16, since the plugin would silently compute in f32; int8 -> f32 for the layers left in float
+    (int8 layers run in int8 regardless).
     """
     if engine_precision == "fp16" and "FP16" in capabilities:
         return "f16"
+    if engine_precision == "bf16":
+        if "BF16" not in capabilities:
+            from ..device import cpu_bf16_support
+
+            _, why = cpu_bf16_support()
+            raise ConfigError(f"this is a bf16 engine, but OpenVINO's CPU plugin reports no BF16 arithmetic here "
+                              f"(OPTIMIZATION_CAPABILITIES: {' '.join(capabilities) or 'none'}): {why}")
+        return "bf16"
     return "f32"
 
 
@@ -394,6 +415,11 @@ class OpenVINORunner:
             self._bound_data = data
         self.request.infer()
         return self.request.get_output_tensor(0).data.copy()
+
+    def runtime_latency_s(self) -> float:
+        """The runtime's own time (s) of the last ``run``'s ``infer()``: ``InferRequest.latency`` (OpenVINO
+        times the call in C++, without the Python call around it), what benchmark_app reports per call."""
+        return self.request.latency / 1e3
 
     def runtime_precisions(self) -> dict[str, int]:
         """Executed layers per runtime precision (e.g. {'I8': 40, 'FP32': 12}) of the compiled model."""

@@ -22,7 +22,7 @@ TensorRT cannot run there.
 
 from __future__ import annotations
 
-from .availability import import_tensorrt, is_available, probe, version
+from .availability import bf16_support, import_tensorrt, is_available, probe, version
 from .calibrator import (
     CalibrationData,
     calibration_cache_is_valid,
@@ -51,6 +51,7 @@ from .loader import (
 from .options import (
     DEFAULTS,
     PRECISIONS,
+    bf16_problem,
     SCHEMA_DEFAULTS,
     check_build_request,
     check_config_options,
@@ -68,6 +69,7 @@ INT8_MODES = ("calibration", "qdq")
 
 __all__ = [
     "CalibrationData", "DEFAULTS", "INT8_MODES", "PRECISIONS", "SCHEMA_DEFAULTS", "TensorRTRunner",
+    "bf16_problem", "bf16_support",
     "TimedResult", "build_engine", "calibration_cache_is_valid", "calibration_data_sha256",
     "calibration_identity", "calibration_metadata_path", "check_build_request", "check_config_options",
     "check_dla_core", "dla_placement", "file_sha256", "import_cuda", "import_tensorrt", "input_layout",

@@ -56,11 +56,23 @@ except Exception as exc:
     out["reason"] = ("TensorRT %s cannot create a builder (no usable NVIDIA GPU or driver?): %s: %s"
                      % (out["version"], type(exc).__name__, exc))
     print(json.dumps(out)); sys.exit(0)
-for key in ("platform_has_fast_fp16", "platform_has_fast_int8", "num_DLA_cores"):
+for key in ("platform_has_fast_fp16", "platform_has_fast_int8", "platform_has_tf32", "num_DLA_cores"):
     try:
         out[key] = getattr(builder, key)
     except Exception:
         pass
+# The GPU's compute capability (BF16 needs >= 8.0) from the CUDA driver API, which every NVIDIA driver
+# ships (libcuda.so.1, on Jetson under /usr/lib/aarch64-linux-gnu/tegra): cuDeviceGetAttribute 75/76.
+try:
+    import ctypes
+    cuda = ctypes.CDLL("libcuda.so.1")
+    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    if (cuda.cuInit(0) == 0 and cuda.cuDeviceGet(ctypes.byref(device), 0) == 0
+            and cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device) == 0
+            and cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device) == 0):
+        out["compute_capability"] = "%d.%d" % (major.value, minor.value)
+except Exception:
+    pass
 out["ok"] = True
 print(json.dumps(out))
 """
@@ -121,6 +133,17 @@ def probe() -> Dict[str, Any]:
     return result
 
 
+def bf16_support(found: Dict[str, Any]) -> Tuple[bool, str]:
+    """(True, '') where this TensorRT and GPU build BF16 engines, else (False, why and the fix), from a
+    :func:`probe` result. An unknown compute capability is not refused here (the build checks again)."""
+    from .options import bf16_problem
+
+    if not found.get("ok"):
+        return False, f"backend 'tensorrt' cannot run here: {found.get('reason', 'unknown reason')}"
+    problem = bf16_problem(str(found.get("version", "")), found.get("compute_capability"))
+    return (False, f"backend 'tensorrt' cannot build bf16 here: {problem}") if problem else (True, "")
+
+
 def is_available() -> Tuple[bool, str]:
     """(True, what was found) when TensorRT can build here, else (False, why not). Never raises."""
     try:
@@ -130,7 +153,8 @@ def is_available() -> Tuple[bool, str]:
     if not found.get("ok"):
         return False, str(found.get("reason", "unknown reason"))
     extras = ", ".join(
-        f"{k}={found[k]}" for k in ("polygraphy", "platform_has_fast_fp16", "platform_has_fast_int8", "num_DLA_cores")
+        f"{k}={found[k]}" for k in ("polygraphy", "compute_capability", "platform_has_fast_fp16",
+                                    "platform_has_fast_int8", "num_DLA_cores")
         if k in found
     )
     return True, f"TensorRT {found['version']} can create a builder here ({extras})"

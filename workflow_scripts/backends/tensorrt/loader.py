@@ -130,8 +130,8 @@ def input_layout(shape: List[Optional[int]], channels: int = 3) -> str:
 
 
 def uses_dla(precision: str, opts: Dict[str, Any]) -> bool:
-    """DLA runs FP16 and INT8 only: an FP32 engine stays on the GPU."""
-    return opts.get("dla_core") is not None and precision != "fp32"
+    """DLA runs FP16 and INT8 only: an FP32 or BF16 engine stays on the GPU."""
+    return opts.get("dla_core") is not None and precision in ("fp16", "int8")
 
 
 # --- DLA placement -----------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def make_loader_chain(
     name, shape = input_spec if input_spec is not None else onnx_input_spec(onnx_path)
     dla = uses_dla(precision, opts)
     if opts.get("dla_core") is not None and not dla:
-        LOG.warning("dla_core=%s ignored for fp32: DLA has no FP32 support", opts["dla_core"])
+        LOG.warning("dla_core=%s ignored for %s: DLA runs FP16 and INT8 only", opts["dla_core"], precision)
     lo, opt, hi = profile_shapes(shape, opts, static=dla)
 
     int8 = precision == "int8"
@@ -237,9 +237,13 @@ def make_loader_chain(
         opt_level = None
 
     cache = timing_cache_path(opts, version)
+    # BuilderFlag.BF16 (TensorRT 10, compute capability >= 8.0) through CreateConfig(bf16=True); passed only
+    # for a BF16 build, so a Polygraphy older than its bf16 argument (JetPack 5) builds every other precision.
+    bf16 = {"bf16": True} if precision == "bf16" and typing == "weak" else {}
     config = CreateConfig(
         fp16=precision == "fp16" and typing == "weak",
         int8=int8 and typing == "weak",
+        **bf16,
         tf32=False,  # FP32 means IEEE FP32: TF32 would blur the FP32 baseline on Ampere/Orin
         calibrator=calibrator,
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: opts["workspace_mb"] * 2**20},
@@ -325,7 +329,13 @@ def build_engine(
     trt = trt_module if trt_module is not None else import_tensorrt()
     version = str(trt.__version__)
     opts = normalize_options(options)
-    typing = check_build_request([precision], opts, version)
+    # BF16 needs compute capability >= 8.0: the probe (a child, cached) reads it from the CUDA driver.
+    capability = None
+    if precision == "bf16" and trt_module is None:
+        from .availability import probe
+
+        capability = probe().get("compute_capability")
+    typing = check_build_request([precision], opts, version, compute_capability=capability)
     name, shape = onnx_input_spec(onnx_path)
     layout = input_layout(shape)
     engine_dir = Path(engine_path).parent

@@ -15,6 +15,10 @@ Version policy (see docs/tensorrt.md):
   from the ONNX itself (an FP16 copy of the export, or the Q/DQ model), no precision flags.
 - 11 and later removed the precision flags and implicit calibration: only strongly typed
   builds run; a weakly typed request or ``int8_mode: calibration`` is refused with the reason.
+- BF16 (``BuilderFlag.BF16``, a weakly typed build with FP32 fallback) needs TensorRT 10 and a GPU of
+  compute capability 8.0 or newer (Ampere, Ada, Hopper; Jetson Orin is 8.7, Xavier 7.2 has none).
+  It is refused on older TensorRT or GPUs, under strong typing (the workflow makes no BF16 ONNX, so
+  TensorRT 11 cannot build it) and on DLA (which runs FP16/INT8 only: a bf16 engine stays on the GPU).
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ from ...errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "schema.yaml"
 
 MIN_VERSION = (8, 5)  # execute_async_v3 / set_tensor_address
 STRONG_TYPING_MIN = (10, 0)  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
 WEAK_TYPING_END = (11, 0)  # BuilderFlag.FP16/INT8, int8_calibrator removed
 OPTIMIZATION_LEVEL_MIN = (8, 6)  # IBuilderConfig.builder_optimization_level
+BF16_MIN_VERSION = (10, 0)  # BuilderFlag.BF16 (weak typing; gone with the flags in 11)
+BF16_MIN_COMPUTE = (8, 0)  # BF16 tensor cores: Ampere and newer (Orin 8.7; Xavier 7.2 and Turing 7.5 lack them)
 
 # Keys the rules fill in (not user settings), and keys the schema does not carry yet. For a key the
 # schema's tensorrt block also defines, the schema's default is used (see DEFAULTS below).
@@ -201,14 +207,57 @@ def resolve_typing(opts: Dict[str, Any], version: str) -> str:
     return requested
 
 
+def parse_compute_capability(value: Any) -> Optional[Tuple[int, int]]:
+    """(major, minor) of a compute capability such as '8.7', (8, 7) or 87; None when unknown."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) and len(value) >= 2:
+        return int(value[0]), int(value[1])
+    text = str(value).strip()
+    m = re.match(r"^(\d+)\.(\d+)$", text)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    if text.isdigit() and len(text) >= 2:
+        return int(text[:-1]), int(text[-1])
+    return None
+
+
+def bf16_problem(version: str, compute_capability: Any = None, typing: Optional[str] = None) -> Optional[str]:
+    """Why this TensorRT/GPU cannot build a BF16 engine (None when it can, or the GPU is not known).
+
+    The reason names the missing capability and the fix (the planning refusal and the backends: auto
+    note quote it)."""
+    try:
+        parsed = parse_version(version)[:2]
+    except ValueError:
+        return f"TensorRT reports an unreadable version {version!r}"
+    if parsed < BF16_MIN_VERSION:
+        return (f"TensorRT {version} has no BF16 builder flag (BuilderFlag.BF16 needs TensorRT 10, JetPack 6.1+); "
+                "leave bf16 out of config key 'precisions' or upgrade TensorRT")
+    cc = parse_compute_capability(compute_capability)
+    if cc is not None and cc < BF16_MIN_COMPUTE:
+        return (f"this GPU has compute capability {cc[0]}.{cc[1]}, and TensorRT builds BF16 only on compute "
+                f"capability {BF16_MIN_COMPUTE[0]}.{BF16_MIN_COMPUTE[1]} or newer (Ampere, Ada, Hopper, Jetson Orin; "
+                "not Xavier or Turing); leave bf16 out of config key 'precisions' or run it on such a GPU")
+    if typing == "strong" or parsed >= WEAK_TYPING_END:
+        return (f"BF16 is built with BuilderFlag.BF16 on a weakly typed network, and "
+                + (f"TensorRT {version} removed that flag" if parsed >= WEAK_TYPING_END
+                   else "config key 'tensorrt.network_typing' is 'strong'")
+                + " (the workflow makes no BF16 ONNX for a strongly typed build); "
+                + ("leave bf16 out of config key 'precisions'" if parsed >= WEAK_TYPING_END
+                   else "set tensorrt.network_typing: weak or auto, or leave bf16 out of 'precisions'"))
+    return None
+
+
 def check_build_request(
     precisions: Sequence[str], options: Optional[Dict[str, Any]], version: str, num_dla_cores: Optional[int] = None,
+    compute_capability: Any = None,
 ) -> str:
     """Refuse, naming the key, any precision this TensorRT cannot build with these options.
 
     Cheap and import-free: meant for planning time (``version`` from :func:`..version`,
-    ``num_dla_cores`` from :func:`..probe`) and again at build time. Returns the network typing
-    that will be used ('weak' or 'strong').
+    ``num_dla_cores`` and ``compute_capability`` from :func:`..probe`) and again at build time.
+    Returns the network typing that will be used ('weak' or 'strong').
     """
     problem = version_problem(version)
     if problem:
@@ -217,9 +266,13 @@ def check_build_request(
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         raise ConfigError(f"precisions {bad} are not ones TensorRT builds here; use {list(PRECISIONS)}")
-    if any(p != "fp32" for p in precisions):  # DLA runs FP16/INT8 only; fp32 ignores dla_core
+    if any(p in ("fp16", "int8") for p in precisions):  # DLA runs FP16/INT8 only; fp32/bf16 ignore dla_core
         check_dla_core(opts.get("dla_core"), num_dla_cores)
     typing = resolve_typing(opts, version)
+    if "bf16" in precisions:
+        problem = bf16_problem(version, compute_capability, typing)
+        if problem:
+            raise ConfigError(f"precision 'bf16' cannot be built: {problem}")
     if typing == "strong" and "int8" in precisions and opts["int8_mode"] == "calibration":
         why = (
             f"TensorRT {version} removed implicit INT8 calibration"
