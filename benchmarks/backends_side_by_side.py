@@ -7,7 +7,9 @@ calibration_source``), evaluates top-1 on the whole test split, then measures la
 *interleaved*: every round runs ``--iterations`` inference tasks on each engine in turn (the order
 rotates each round), all on the same in-memory batch and with the same thread count, so a slow
 phase of the machine hits every engine alike. Reported per engine: median and p90 over all measured
-tasks; per ratio: the ratio of medians and its range over the rounds' per-round medians.
+tasks; per ratio: the ratio of medians and its range over the rounds' per-round medians. A task is
+timed as the workflow times it (``workflow_scripts.latency``): by the runtime's own per-call timer
+where the runner has one (OpenVINO), else by the wall clock around ``run``.
 
 Usage::
 
@@ -84,10 +86,14 @@ def measure(runners: dict, batch: np.ndarray, warmup: int, rounds: int, iteratio
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             run, times = runners[name].run, []
+            # The workflow's clock: the runtime's own per-call timer where the runner has one (OpenVINO's
+            # InferRequest.latency, what benchmark_app reports), else the wall time around run().
+            timer = getattr(runners[name], "runtime_latency_s", None)
             for _ in range(iterations):
                 started = time.perf_counter()
                 run(batch)
-                times.append((time.perf_counter() - started) * 1e3)
+                elapsed = time.perf_counter() - started
+                times.append((timer() if timer is not None else elapsed) * 1e3)
             samples[name].append(times)
     return samples
 

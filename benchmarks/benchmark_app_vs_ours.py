@@ -12,12 +12,19 @@ first in even rounds, benchmark_app first in odd ones) so drift hits both alike.
 both medians (median over rounds of each round's median) and the ratio ours / benchmark_app,
 paired by round, with its distribution-free 95% interval over rounds (6 rounds or more).
 
+Both time a task with OpenVINO's own per-call timer (``InferRequest.latency``: benchmark_app's
+sync loop reports it, and the workflow's OpenVINO runner hands it to the harness). The wall time
+around our ``Runner.run`` (the latency tables' ``wall_median_ms``: what a Python caller waits) is
+printed beside it with its own ratio, so the Python call's cost stays visible. The load average
+is printed before and after.
+
     python benchmarks/benchmark_app_vs_ours.py results/<device>/openvino/digits_32px/*/fp32.xml --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -71,12 +78,19 @@ def benchmark_app(xml: Path, name: str, shape: list[int], threads: int, seconds:
     return float(value) / (1000.0 if unit == "us" else 1.0)  # it prints us below 1 ms
 
 
-def ours(xml: Path, shape: list[int], threads: int, seconds: float) -> float:
-    """Our latency code's median latency (ms) of one round (fresh runner, 5 warm-ups)."""
+def ours(xml: Path, shape: list[int], threads: int, seconds: float) -> tuple[float, float, str]:
+    """Our latency code's median latency (ms) of one round (fresh runner, 5 warm-ups), the median wall
+    time around Runner.run (ms), and the clock the latency came from."""
     batch = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    timing: dict = {}
     samples, _, _ = measure_round(get_backend("openvino"), xml, threads, batch, warmup=5, iterations=1,
-                                  min_duration_s=seconds)
-    return float(np.median(samples) * 1e3)
+                                  min_duration_s=seconds, timing=timing)
+    return float(np.median(samples) * 1e3), timing["wall_median_ms"], timing["latency_clock"]
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} ({os.cpu_count()} CPUs)"
 
 
 def main() -> None:
@@ -88,24 +102,34 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
 
-    print(f"{'IR':64s} {'prec':>5s} {'ours ms':>9s} {'bench_app ms':>12s} {'ours/bench_app [95% CI]':>26s}")
+    print(f"start: {load_average()}", flush=True)
+    print(f"{'IR':64s} {'prec':>5s} {'ours ms':>9s} {'bench_app ms':>12s} {'ours/bench_app [95% CI]':>26s} "
+          f"{'our wall ms':>11s} {'wall/bench_app [95% CI]':>26s}")
     for xml in args.irs:
         name, dims = ir_input(xml)
         shape = [args.batch] + [d if d > 0 else 1 for d in dims[1:]]
         precision = applied_precision(xml, args.threads)
-        mine, theirs = [], []
+        mine, walls, theirs, clocks = [], [], [], set()
         for r in range(args.rounds):
             order = (0, 1) if r % 2 == 0 else (1, 0)
             for which in order:
                 if which == 0:
-                    mine.append(ours(xml, shape, args.threads, args.seconds))
+                    median, wall, clock = ours(xml, shape, args.threads, args.seconds)
+                    mine.append(median)
+                    walls.append(wall)
+                    clocks.add(clock)
                 else:
                     theirs.append(benchmark_app(xml, name, shape, args.threads, args.seconds, precision))
         ratio, low, high = st.rounds_interval(np.asarray(mine) / np.asarray(theirs))
+        wratio, wlow, whigh = st.rounds_interval(np.asarray(walls) / np.asarray(theirs))
         print(f"{str(xml)[-64:]:64s} {precision:>5s} {np.median(mine):9.4f} {np.median(theirs):12.4f} "
-              f"{ratio:8.3f} [{low:.3f}, {high:.3f}]")
+              f"{ratio:8.3f} [{low:.3f}, {high:.3f}]{'':9s} {np.median(walls):11.4f} "
+              f"{wratio:8.3f} [{wlow:.3f}, {whigh:.3f}]")
+        print(f"  our latency clock: {', '.join(sorted(clocks))}")
         print(f"  per round ours: {', '.join(f'{v:.4f}' for v in mine)}")
-        print(f"  per round benchmark_app: {', '.join(f'{v:.4f}' for v in theirs)}")
+        print(f"  per round our wall: {', '.join(f'{v:.4f}' for v in walls)}")
+        print(f"  per round benchmark_app: {', '.join(f'{v:.4f}' for v in theirs)}", flush=True)
+    print(f"end: {load_average()}")
 
 
 if __name__ == "__main__":
