@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .ties import break_ties
+from .ties import break_ties, broken_by
 
 GROUP = ["device", "dataset", "input_size", "model"]
 ENGINE = ["backend", "precision"]
@@ -246,7 +246,7 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
     """One row per candidate engine: feasible, chosen, rank among the feasible, and every rejection reason."""
     engines = engine_table(tables)
     columns = list(engines.columns) + ["feasible", "chosen", "rank", "rejection", "notes", "tie", "tie_note",
-                                       "pareto", "objective", "budgets"]
+                                       "tie_broken_by", "pareto", "objective", "budgets"]
     if not len(engines):
         return pd.DataFrame(columns=columns)
     broken, notes = zip(*(check(row, budgets) for _, row in engines.iterrows()))
@@ -257,6 +257,7 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
     engines["chosen"] = False
     engines["tie"] = False
     engines["tie_note"] = ""
+    engines["tie_broken_by"] = ""
     objective_column = OBJECTIVES[budgets.objective][0]
     runoff = tables.get("runoff")
     for key, group in engines.groupby(GROUP, sort=False, dropna=False):
@@ -270,6 +271,7 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
         if len(tied) > 1:
             engines.loc[tied, "tie"] = True
             engines.loc[chosen, "tie_note"] = note
+            engines.loc[chosen, "tie_broken_by"] = broken_by(ranked.loc[tied], ranked.loc[chosen])
     no_objective = engines["feasible"] & engines["rank"].isna()
     engines.loc[no_objective, "notes"] = engines.loc[no_objective, "notes"].where(
         engines.loc[no_objective, "notes"] == "", engines.loc[no_objective, "notes"] + "; ") + \
@@ -342,21 +344,196 @@ def _engine_name(row) -> str:
     return f"{row['backend']} {row['precision']}"
 
 
+def _signed(value, fmt: str = ".2f") -> str:
+    """'+0.37' / '-0.74' (a sign on every value, so a gain reads as one) or '–'."""
+    text = _num(value, fmt)
+    return text if text == "–" else f"{float(value):+{fmt}}"
+
+
+def signed_drop_text(row) -> str:
+    """'+0.37 [-0.74, +1.48]' (points, paired 95% CI) or '–'."""
+    point = _signed(row.get("drop_points"))
+    if point == "–":
+        return point
+    low, high = _signed(row.get("drop_ci_low_points")), _signed(row.get("drop_ci_high_points"))
+    return f"{point} [{low}, {high}]" if low != "–" and high != "–" else point
+
+
+def budgets_of(decision: pd.DataFrame) -> Budgets | None:
+    """The budgets a decision table was made under (its ``budgets`` JSON column), or None."""
+    if not len(decision) or "budgets" not in decision.columns:
+        return None
+    try:
+        return Budgets(**json.loads(str(decision["budgets"].iloc[0])))
+    except (TypeError, ValueError):
+        return None
+
+
+def _short_flags(row) -> str:
+    flags = []
+    if not bool(row.get("valid", True)):
+        flags.append("invalid run")
+    if not bool(row.get("fp32_valid", True)) and row.get("precision") != "fp32":
+        flags.append("FP32 reference invalid")
+    if bool(row.get("high_variation", False)):
+        flags.append("noisy run")
+    return ", ".join(flags)
+
+
+def _latency_words(row, name: str) -> str:
+    """'p99 0.27 ms [0.25, 0.29]' (95% CI), or 'p99 n/a (why)'."""
+    point = _num(row.get(f"{name}_ms"))
+    if point == "–":
+        return f"{name} {interval_text(row, name)}"
+    low, high = _num(row.get(f"{name}_ci_low_ms")), _num(row.get(f"{name}_ci_high_ms"))
+    return f"{name} {point} ms" + (f" [{low}, {high}]" if low != "–" and high != "–" else "")
+
+
+# What the one-line answer adds for objectives its fixed metrics (p99, drop, MB) do not show.
+_OBJECTIVE_TEXT = {
+    "p50": lambda r: _latency_words(r, "p50"),
+    "throughput": lambda r: f"{_num(r.get('throughput_images_per_s'), '.4g')} img/s",
+    "accuracy": lambda r: f"top-1 {_num(r.get('top1_percent'), '.2f')}%",
+    "memory": lambda r: f"peak RSS {_num(r.get('rss_peak_mb'), '.0f')} MB",
+    "energy": lambda r: f"{_num(r.get('energy_per_inference_mj'))} mJ per inference",
+}
+
+
+def _closest(group: pd.DataFrame, objective: str) -> pd.Series:
+    """The rejected candidate nearest to acceptance: fewest budgets broken, then the best by the objective."""
+    column, ascending = OBJECTIVES[objective]
+    return (group.assign(_n=group["rejection"].str.count("; ") + 1)
+            .sort_values(["_n", column], ascending=[True, ascending], na_position="last").iloc[0])
+
+
+def answers(decision: pd.DataFrame) -> list[dict]:
+    """The decision's answer per device, dataset, input size and model, one line each.
+
+    Each item: the group's keys, ``deploy`` ('litert int8', '' when nothing is chosen), ``backend``,
+    ``precision``, ``line`` ('MobileNetV3Small on digits: deploy litert int8 — p99 0.27 ms [0.25, 0.29],
+    top-1 drop +0.37 [-0.74, +1.48] points, 1.1 MB') and ``tie`` (how a tie within measurement noise
+    was broken, '' without one). The device is named in the line only when several were measured, the
+    input size only when a model was measured at several.
+    """
+    if not len(decision):
+        return []
+    objective = str(decision["objective"].iloc[0]) if "objective" in decision.columns else "latency"
+    if objective not in OBJECTIVES:
+        objective = "latency"
+    several_devices = decision["device"].nunique() > 1
+    several_sizes = decision.groupby(["dataset", "model"])["input_size"].nunique().max() > 1
+    out = []
+    for (device, dataset, size, model), group in decision.groupby(GROUP, sort=False, dropna=False):
+        label = f"{model} on {dataset}" + (f" {size} px" if several_sizes else "") + \
+            (f" ({device})" if several_devices else "")
+        item = {"device": device, "dataset": dataset, "input_size": size, "model": model, "deploy": "",
+                "backend": "", "precision": "", "tie": ""}
+        chosen = group[group["chosen"].astype(bool)]
+        if len(chosen):
+            row = chosen.iloc[0]
+            parts = [_latency_words(row, "p99")]
+            if row["precision"] == "fp32":
+                parts.append(f"top-1 {_num(row.get('top1_percent'), '.2f')}% (the FP32 reference)")
+            else:
+                parts.append(f"top-1 drop {signed_drop_text(row)} points")
+            parts.append(f"{_num(row.get('engine_mb'))} MB")
+            if objective in _OBJECTIVE_TEXT:
+                parts.append(_OBJECTIVE_TEXT[objective](row))
+            flags = _short_flags(row)
+            item.update(deploy=_engine_name(row), backend=row["backend"], precision=row["precision"],
+                        line=f"{label}: deploy {_engine_name(row)} — " + ", ".join(parts)
+                        + (f" (flags: {flags})" if flags else ""))
+            if bool(row.get("tie", False)) and "tie" in group.columns:
+                members = group[group["tie"].astype(bool)].sort_values("rank")
+                others = [_engine_name(m) for _, m in members.iterrows() if _engine_name(m) != _engine_name(row)]
+                by = row.get("tie_broken_by") or "the next objectives"
+                item["tie"] = (f"tie within measurement noise with {', '.join(others)} (cannot be told apart at 95%); "
+                               f"broken by {by}")
+        elif group["feasible"].astype(bool).any():
+            item["line"] = (f"{label}: no engine ranked — {OBJECTIVES[objective][0]} is unknown for every engine "
+                            "within budget")
+        else:
+            closest = _closest(group, objective)
+            item["line"] = (f"{label}: no engine meets every budget — closest {_engine_name(closest)} "
+                            f"({closest['rejection']})")
+        out.append(item)
+    return out
+
+
+def answer_markdown(decision: pd.DataFrame) -> list[str]:
+    """The answers as a Markdown list (a tie's note indented under its line)."""
+    lines = []
+    for item in answers(decision):
+        lines.append(f"- {item['line']}")
+        if item["tie"]:
+            lines.append(f"  - {item['tie']}")
+    return lines
+
+
+def test_set_notes(decision: pd.DataFrame, budgets: Budgets | None) -> list[str]:
+    """Per dataset, the test-set size behind the accuracy budget ('270 test images: one image = 0.37 point'),
+    and a warning where the drop budget is below two images' worth or narrower than the drops' intervals."""
+    if not len(decision) or "test_images" not in decision.columns:
+        return []
+    notes = []
+    for dataset, group in decision.groupby("dataset", sort=True):
+        counts = sorted({int(n) for n in pd.to_numeric(group["test_images"], errors="coerce").dropna() if n > 0})
+        if not counts:
+            notes.append(f"{dataset}: the test-set size is unknown (no accuracy rows), so the top-1 drop was not "
+                         "measured and an accuracy budget rejects every engine.")
+            continue
+        images = counts[-1]
+        point = 100 / images
+        text = (f"{dataset}: {images:,} test images" + (f" (also {', '.join(map(str, counts[:-1]))})"
+                                                         if len(counts) > 1 else "")
+                + f": one image = {point:.2g} point")
+        budget = budgets.max_drop_points if budgets is not None else None
+        if budget is not None:
+            worth = budget / point
+            text += f"; the drop budget of {budget:g} points is {worth:.1f} images' worth"
+            quantized = group[group["precision"] != "fp32"]
+            width = (pd.to_numeric(quantized["drop_ci_high_points"], errors="coerce")
+                     - pd.to_numeric(quantized["drop_ci_low_points"], errors="coerce")).dropna()
+            half = float(width.median()) / 2 if len(width) else float("nan")
+            if np.isfinite(half):
+                text += f"; the drops' paired 95% intervals are ±{half:.2g} points wide (median)"
+            text += "."
+            if worth < 2:
+                text += (f" **Warning: the budget is below two test images' worth ({2 * point:.2g} points)**: one or "
+                         "two images decide whether an engine passes. Test on more images (a larger test split) "
+                         "or raise `decision.max_drop_points` (CLI `--max-drop`).")
+            elif budgets.drop_bound == "ci_high" and np.isfinite(half) and half >= budget:
+                text += (" **Warning: the intervals are at least as wide as the budget**: judged by their upper bound, "
+                         "an engine with no real drop (even one that gained accuracy) can be rejected. Test on more "
+                         "images, raise the budget, or judge the point value (`drop_bound: point`, CLI "
+                         "`--drop-bound point`).")
+        else:
+            text += "."
+        notes.append(text)
+    return notes
+
+
 def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
     """decision.md: per device and model, the engine chosen and why every other one was not."""
     objective, ascending = OBJECTIVES[budgets.objective]
-    lines = ["# Deployment decision", "",
-             f"Budgets: {budgets.describe()}.  ",
-             f"Objective: {budgets.objective} ({'lowest' if ascending else 'highest'} `{objective}`), "
-             f"ties broken by {', '.join(o for o in TIE_BREAKERS if o != budgets.objective)}.", "",
-             "Top-1 drop is against the FP32 engine of the same backend, with its paired bootstrap 95% interval "
-             "in brackets. Candidates are every engine measured on the device (backend x precision).", "",
-             "Latency: where the runoff measured a model's engines interleaved in rounds, p50 and p99 are medians "
-             "over rounds with distribution-free 95% intervals over rounds (the uncertainty that holds across "
-             "runs); else one run's, with order-statistic intervals over its tasks. Candidates whose latency "
-             f"cannot be told apart from the best at 95% (paired by round; differences under "
-             f"{100 * budgets.tie_margin:g}% count as ties) are a tie within measurement noise, decided by size, "
-             "then accuracy. A p99 needs at least 299 tasks; with fewer it is n/a.", ""]
+    answer = answer_markdown(decision)
+    lines = ["# Deployment decision", ""]
+    if answer:
+        lines += ["## The answer", ""] + answer + [""]
+    lines += [f"Budgets: {budgets.describe()}.  ",
+              f"Objective: {budgets.objective} ({'lowest' if ascending else 'highest'} `{objective}`), "
+              f"ties broken by {', '.join(o for o in TIE_BREAKERS if o != budgets.objective)}.", "",
+              "Top-1 drop is against the FP32 engine of the same backend, with its paired bootstrap 95% interval "
+              "in brackets. Candidates are every engine measured on the device (backend x precision).", "",
+              "Latency: where the runoff measured a model's engines interleaved in rounds, p50 and p99 are medians "
+              "over rounds with distribution-free 95% intervals over rounds (the uncertainty that holds across "
+              "runs); else one run's, with order-statistic intervals over its tasks. Candidates whose latency "
+              f"cannot be told apart from the best at 95% (paired by round; differences under "
+              f"{100 * budgets.tie_margin:g}% count as ties) are a tie within measurement noise, decided by size, "
+              "then accuracy. A p99 needs at least 299 tasks; with fewer it is n/a.", ""]
+    notes = test_set_notes(decision, budgets)
+    if notes:
+        lines += ["Test sets behind the accuracy budget:", ""] + [f"- {n}" for n in notes] + [""]
     if not len(decision):
         return "\n".join(lines + ["No engine results were found."]) + "\n"
     for device, per_device in decision.groupby("device", sort=True):
@@ -383,9 +560,7 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
                 else:
                     # Fewest budgets broken, then the best by the objective (the smallest engine when
                     # size is the objective), not the first row.
-                    closest = (group.assign(_n=group["rejection"].str.count("; ") + 1)
-                               .sort_values(["_n", objective], ascending=[True, ascending], na_position="last")
-                               .iloc[0])
+                    closest = _closest(group, budgets.objective)
                     lines.append(f"**No engine meets every budget.** Closest: {_engine_name(closest)} "
                                  f"({closest['rejection']}).")
             lines += ["", "| engine | p50 ms [95% CI] | p99 ms [95% CI] | tasks / rounds | MB | top-1 % | "

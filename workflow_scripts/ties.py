@@ -61,6 +61,16 @@ def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFr
     return False, f"{name} has no interval: cannot be told apart"
 
 
+def broken_by(members: pd.DataFrame, pick: pd.Series) -> str:
+    """What picked ``pick`` among the tie set ``members``: the first of the next objectives (size, then
+    accuracy) on which the members differ, with the chosen engine's value ('size (0.52 MB)')."""
+    for column, _ascending, label, unit in NEXT:
+        values = pd.to_numeric(members[column], errors="coerce")
+        if values.notna().any() and values.nunique() > 1:
+            return f"{label} ({pick[column]:.3g} {unit})"
+    return "the objective"
+
+
 def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None, group: dict,
                margin: float) -> tuple[list, object, str]:
     """(tie set index labels, chosen label, note) for one group's feasible candidates ranked by ``objective``.
@@ -86,12 +96,7 @@ def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None
         [f"_{c}" for c in keys], ascending=[asc for _, asc, _, _ in NEXT], na_position="last", kind="mergesort")
     chosen = order.index[0]
     pick = ranked.loc[chosen]
-    by = "the objective"
-    for column, ascending, label, unit in NEXT:
-        values = pd.to_numeric(members[column], errors="coerce")
-        if values.notna().any() and values.nunique() > 1:
-            by = f"{label} ({pick[column]:.3g} {unit})"
-            break
+    by = broken_by(members, pick)
     names = ", ".join(f"{ranked.loc[t, 'backend']} {ranked.loc[t, 'precision']}" for t in tied)
     detail = "; ".join(f"{ranked.loc[t, 'backend']} {ranked.loc[t, 'precision']} vs "
                        f"{best['backend']} {best['precision']}: {evidence[t]}" for t in tied[1:])
