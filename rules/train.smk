@@ -37,7 +37,11 @@ rule train_model:
         settings=settings_param("train_model"),
     wildcard_constraints:
         model="|".join(registry.MODELS),
-    threads: config["train"]["threads"]
+    # Untimed: it claims one core, so jobs that measure nothing (the other model's training, Keras and
+    # engine evaluations, the summary) run beside it, while a timed job (threads: job_cores, all of
+    # them) still waits until it ends. TensorFlow still runs train.threads intra-op threads (the
+    # shim passes that, not the claim): the weights depend on the thread count, not on the claim.
+    threads: 1
     resources:
         mem_mb=config["resources"]["train_model"]["mem_mb"],
         runtime=config["resources"]["train_model"]["runtime"],

@@ -16,7 +16,9 @@ run(sm, lambda: train_model(
     weights=settings["weights"],
     max_images=train["max_images"],
     freeze_backbone=train["freeze_backbone"],
-    threads=sm.threads,
+    # TensorFlow's intra-op threads come from train.threads, not from the job's core claim (one core,
+    # rules/train.smk): the weights depend on that count, so they stay the same whatever --cores is.
+    threads=train["threads"],
     seed=settings["seed"],
     provenance=provenance_of(sm),
 ))
