@@ -54,11 +54,11 @@ def test_memory_is_process_rss_not_system_percent(quick):
         close(fig)
 
 
-def test_cpu_only_figures_have_no_empty_gpu_panels_and_keep_the_studys_letters(quick):
+def test_cpu_only_figures_have_no_empty_gpu_panels_and_letter_panels_from_a(quick):
     _, tables = quick
     fig = plots.fig_base_resources(tables)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    assert titles[0].startswith("(c) CPU") and titles[1].startswith("(d) process memory")
+    assert titles[0].startswith("(a) CPU") and titles[1].startswith("(b) process memory")
     assert plots.NO_GPU_NOTE in figure_text(fig)
     close(fig)
     fig = plots.fig_resources_normalized(tables)

@@ -93,7 +93,7 @@ def fig_base_latency(tables: dict[str, pd.DataFrame]):
     return fig
 
 
-# (column, label, needs a GPU): the study's Fig. 6 panels (a)-(d); memory is the process's RSS.
+# (column, label, needs a GPU): the study's Fig. 6 metrics, in its order; memory is the process's RSS.
 RESOURCE_PANELS = [
     ("gpu_util_percent_mean", "GPU utilization (%)", True),
     ("utilized_cuda_cores_mean", "utilized CUDA cores", True),
@@ -115,12 +115,14 @@ def _gpu_notes(frame: pd.DataFrame, column: str = "gpu_util_percent_mean") -> li
 
 
 def fig_base_resources(tables: dict[str, pd.DataFrame]):
-    """Fig. 6: base-model resource use during inference: (a) GPU %, (b) CUDA cores, (c) CPU %, (d) process RSS."""
+    """Fig. 6: base-model resource use during inference: GPU %, CUDA cores, CPU %, process RSS (the metrics with
+    data; panels lettered from (a))."""
     resources = _with_system(tables["resources"])
     base = resources[resources["precision"] == "fp32"] if len(resources) else resources
     base = flag_columns(base, "valid")
-    # The study's letters stay with their metric: a CPU-only run shows (c) and (d).
-    panels = [(letter(k), c, label) for k, (c, label, _) in enumerate(RESOURCE_PANELS) if _has_data(base, c)]
+    # Only the metrics with data get panels (a CPU-only run has no GPU panels); letters run (a), (b), ...
+    # in reading order over the panels drawn, and each title names its metric.
+    panels = [(c, label) for c, label, _ in RESOURCE_PANELS if _has_data(base, c)]
     datasets = sorted(base["dataset"].unique()) if len(base) else []
     fig, axes = _grid(len(datasets), len(panels), width=4.5)
     systems = sorted(set(base["system"])) if len(base) else []
@@ -128,11 +130,11 @@ def fig_base_resources(tables: dict[str, pd.DataFrame]):
     flags: set[str] = set()
     if not len(base) or not panels:
         _no_data(axes[0, 0])
-    for j, (tag, column, label) in enumerate(panels):
+    for j, (column, label) in enumerate(panels):
         for i, dataset in enumerate(datasets):
             ax = axes[i, j]
             panel = base[(base["dataset"] == dataset) & base[column].notna()]
-            ax.set_title(f"{tag} {label}\n{dataset}", fontsize=9)
+            ax.set_title(f"{letter(i * len(panels) + j)} {label}\n{dataset}", fontsize=9)
             if not len(panel):
                 _no_data(ax)
                 continue

@@ -136,7 +136,8 @@ MEMORY_LINE = ("rss_mb", "process RSS (MB, right axis)")
 
 
 def fig_ptq_traces(tables: dict[str, pd.DataFrame], models: list[str] | None = None, dataset: str | None = None):
-    """Fig. 8: CPU and GPU % (left axis) and process RSS (right axis) over time during ONNX conversion then build."""
+    """Fig. 8: CPU and GPU % (left axis) and process RSS (right axis) over time during ONNX conversion then build
+    (the build alone for a backend built from the Keras model, which has no ONNX stage)."""
     traces = tables["compression_resources"]
     if not len(traces):
         fig, axes = _grid(1, 1)
@@ -166,7 +167,10 @@ def fig_ptq_traces(tables: dict[str, pd.DataFrame], models: list[str] | None = N
             if not len(build):
                 _no_data(ax)
                 continue
-            first = _last_measured(export, "onnx_conversion")
+            # Backends built from the Keras model (LiteRT) have no ONNX stage: their trace is the build alone.
+            backend = system.split(" / ", 1)[1]
+            from_onnx = backend not in BACKENDS or BACKENDS[backend].source == "onnx"
+            first = _last_measured(export if from_onnx else export.iloc[0:0], "onnx_conversion")
             second = _last_measured(build, "engine_build")
             offset = float(first["t"].max()) if len(first) else 0.0
             second = second.assign(t=second["t"] + offset)
@@ -180,6 +184,10 @@ def fig_ptq_traces(tables: dict[str, pd.DataFrame], models: list[str] | None = N
                     ax.plot(joined["t"], joined[column], label=label, linewidth=1)
                 elif column.startswith("gpu"):
                     gpu_missing.add(system)
+            if not from_onnx:
+                ax.text(0.01, 0.97, f"{backend} converts the Keras model: no ONNX stage", transform=ax.transAxes,
+                        fontsize=7, va="top", color="dimgray", zorder=5,
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
             ax.set_ylim(0, 105)
             ax.set_xlabel("seconds")
             ax.set_ylabel("%")
@@ -190,7 +198,8 @@ def fig_ptq_traces(tables: dict[str, pd.DataFrame], models: list[str] | None = N
                 right.set_ylim(0, 1.1 * float(joined[column].max()))
                 right.set_ylabel("MB", fontsize=8)
     fig.suptitle("Fig. 8: resource use during PTQ (last measured run of each stage)")
-    fig.tight_layout()
+    # tight_layout leaves a tall figure's suptitle on the first row's two-line titles: keep 0.5 inch for it.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     figure_legend(fig)
     if gpu_missing:
         figure_note(fig, f"{NO_GPU_NOTE} for {', '.join(sorted(gpu_missing))}: no GPU samples were recorded.")

@@ -18,10 +18,41 @@ from .plots_base import (
     flag_columns,
     letter,
     model_order,
-    plain_log_ticks,
 )
 
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+
+# Mantissas of the labelled ticks of a log axis, sparsest first; the first set that puts enough labels
+# inside the axis' limits is used (an axis under one decade has no power of ten, or only one, to label).
+LOG_TICK_MANTISSAS = ([1], [1, 2, 5], [1, 2, 3, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9],
+                      [1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9], [1, 1.2, 1.4, 1.6, 1.8, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 9])
+
+
+def readable_log_ticks(ax, which: str = "x", minimum: int = 3) -> list[float]:
+    """Label a log axis at round values, at least ``minimum`` of them inside its current limits, as plain
+    numbers (0.2, 0.5, 1, 2); the other minor ticks stay unlabelled. Call it once the data are drawn.
+
+    Returns the labelled values.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    low, high = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    if not (np.isfinite(low) and np.isfinite(high) and 0 < low < high):
+        return []
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    ticks: list[float] = []
+    for mantissas in LOG_TICK_MANTISSAS:
+        ticks = [float(f"{m * 10.0 ** d:.6g}") for d in decades for m in mantissas]
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) >= minimum:
+            break
+    if len(ticks) < minimum:  # a few percent wide: evenly spaced round values (log and linear look alike there)
+        ticks = [float(f"{t:.6g}") for t in MaxNLocator(nbins=minimum + 1, steps=[1, 2, 5, 10]).tick_values(low, high) if low <= t <= high]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+    return ticks
 
 
 def int8_tradeoff_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -138,7 +169,7 @@ def fig_pareto(tables: dict[str, pd.DataFrame], latency: str = "p99"):
                     ax.annotate(f"{row['backend']} {row['precision']}", (row[column], row["top1_percent"]),
                                 textcoords="offset points", xytext=(4, 4), fontsize=7)
             ax.set_xscale("log")
-            plain_log_ticks(ax.xaxis)
+            readable_log_ticks(ax, "x")
             ax.set_xlabel(f"{latency} task latency (ms, log scale; line: 95% CI over rounds)")
             ax.set_ylabel("top-1 % (line: Wilson 95% CI)")
             ax.grid(linewidth=0.3)
