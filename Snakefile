@@ -30,9 +30,23 @@ rule all:
     input:
         all_targets(),
         DECIDE_TARGETS,
+    # A message replaces the job's list of every target on the console (thousands of characters).
+    message:
+        "Every target of the configured matrix is done"
+
+
+onstart:
+    # Said once per run, not by every job's resource monitor (workflow_scripts/shims CONSOLE_ONCE).
+    import sys
+
+    from workflow_scripts.shims import gpu_notice
+
+    if notice := gpu_notice():
+        print(notice, file=sys.stderr)
 
 
 onsuccess:
+    # The per-engine tables, then the answer per model: the last screen of a run (docs/decision.md).
     from workflow_scripts.run_summary import print_run_summary
 
     print_run_summary(f"{SUMMARY_DIR}/summary.md")

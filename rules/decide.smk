@@ -10,16 +10,38 @@ DECIDE_TARGETS = (
     [f"{SUMMARY_DIR}/decision.md", f"{SUMMARY_DIR}/decision.parquet", f"{SUMMARY_DIR}/summary.md"]
     + [f"{REPORT_HTML_DIR}/{name}.html" for name in REPORT_TABLES]
     + [f"{REPORT_HTML_DIR}/{name}_md.html" for name in REPORT_PAGES]
-    + [f"{REPORT_HTML_DIR}/figures.html"]
+    + [f"{REPORT_HTML_DIR}/figures.html", f"{REPORT_HTML_DIR}/answer.rst"]
 )
+# Report categories and subcategories (snakemake --report): the decision first, rendered; every table
+# with its own caption (report/table_<name>.rst), grouped by what it measures.
+TABLE_SUBCATEGORY = {
+    "latency": "Latency and accuracy",
+    "accuracy": "Latency and accuracy",
+    "size": "Latency and accuracy",
+    "runoff": "Latency and accuracy",
+    "resources": "Resources during the latency benchmark",
+    "compression": "Compression (PTQ) time and resources",
+    "compression_stats": "Compression (PTQ) time and resources",
+    "compression_resources": "Compression (PTQ) time and resources",
+    "claims": "The study's claims",
+}
+PAGE_REPORT = {
+    # page: (category, subcategory, caption)
+    "decision": ("Decision", "The answer and every candidate", "decision"),
+    "claims": ("Summary", "The study's claims, recomputed", "claims"),
+    "summary": ("Summary", "End-of-run summary", "run_summary"),
+}
 
 
 rule decide:
     input:
         tables=rules.summarize.output.tables,
     output:
-        markdown=report(f"{SUMMARY_DIR}/decision.md", category="Decision", caption="../report/decision.rst"),
+        # Shown rendered in the report (html/decision_md.html, rule report_html), not as a download.
+        markdown=f"{SUMMARY_DIR}/decision.md",
         table=f"{SUMMARY_DIR}/decision.parquet",
+    message:
+        "Deciding the engine to deploy per model under the budgets of config block decision"
     params:
         summary_dir=summary_dir_of_tables,
         budgets=DECISION,
@@ -40,7 +62,10 @@ rule run_summary:
         tables=rules.summarize.output.tables,
         decision=rules.decide.output.table,
     output:
-        summary=report(f"{SUMMARY_DIR}/summary.md", category="Summary", caption="../report/run_summary.rst"),
+        # Shown rendered in the report (html/summary_md.html, rule report_html).
+        summary=f"{SUMMARY_DIR}/summary.md",
+    message:
+        "Writing the end-of-run summary (summary.md; printed when the run finishes)"
     params:
         summary_dir=summary_dir_of_tables,
     resources:
@@ -65,17 +90,36 @@ rule report_html:
         figures=[f for f in rules.plot_figures.output.figures if f.endswith(".png")],
     output:
         tables=[
-            report(f"{REPORT_HTML_DIR}/{name}.html", category="Tables", labels={"table": name},
-                   caption="../report/tables.rst")
+            report(
+                f"{REPORT_HTML_DIR}/{name}.html",
+                category="Decision" if name == "decision" else "Tables",
+                subcategory="The answer and every candidate" if name == "decision" else TABLE_SUBCATEGORY[name],
+                labels={"table": name},
+                caption=f"../report/table_{name}.rst",
+            )
             for name in REPORT_TABLES
         ],
         pages=[
-            report(f"{REPORT_HTML_DIR}/{name}_md.html", category="Summary", labels={"page": name},
-                   caption=f"../report/{'run_summary' if name == 'summary' else name}.rst")
+            report(
+                f"{REPORT_HTML_DIR}/{name}_md.html",
+                category=PAGE_REPORT[name][0],
+                subcategory=PAGE_REPORT[name][1],
+                labels={"page": name},
+                caption=f"../report/{PAGE_REPORT[name][2]}.rst",
+            )
             for name in REPORT_PAGES
         ],
-        gallery=report(f"{REPORT_HTML_DIR}/figures.html", category="Figures", labels={"figure": "all, with captions"},
-                       caption="../report/figures.rst"),
+        gallery=report(
+            f"{REPORT_HTML_DIR}/figures.html",
+            category="Figures",
+            subcategory="All figures on one page",
+            labels={"figure": "all, with captions"},
+            caption="../report/figures.rst",
+        ),
+        # The answer per model for the report's main page (report/workflow.rst reads it).
+        answer=f"{REPORT_HTML_DIR}/answer.rst",
+    message:
+        "Writing the report's HTML pages (tables, decision, summary, figures)"
     params:
         summary_dir=summary_dir_of_tables,
         table_names=REPORT_TABLES,

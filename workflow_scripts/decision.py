@@ -496,7 +496,9 @@ def test_set_notes(decision: pd.DataFrame, budgets: Budgets | None) -> list[str]
                      - pd.to_numeric(quantized["drop_ci_low_points"], errors="coerce")).dropna()
             half = float(width.median()) / 2 if len(width) else float("nan")
             if np.isfinite(half):
-                text += f"; the drops' paired 95% intervals are ±{half:.2g} points wide (median)"
+                widest = float(width.max()) / 2
+                text += (f"; the drops' paired 95% intervals reach ±{half:.2g} points (median), ±{widest:.2g} "
+                         "(widest)")
             text += "."
             if worth < 2:
                 text += (f" **Warning: the budget is below two test images' worth ({2 * point:.2g} points)**: one or "

@@ -26,6 +26,8 @@ HEADER = ("engine", "p50 ms [95% CI]", "p99 ms [95% CI]", "tasks/rounds", "img/s
           "drop pts [95% CI]", "energy mJ", "flags")
 ALIGN = ("left", "left", "left", "right", "right", "right", "right", "left", "right", "left")
 WIDTH = 100
+# The cause a noisy run's reason names when nothing else was seen; said once under the tables instead.
+GENERIC_CAUSE = ": no steal or other load seen (the engine itself varied: clocks, memory)"
 ENGINE_KEYS = ["device", "dataset", "model", "backend", "precision"]
 
 
@@ -50,7 +52,7 @@ def _rows(group: pd.DataFrame, chosen: set) -> list[tuple[str, ...]]:
                      f"{_num(row.get('tasks'), '.0f')}/{int(row.get('rounds', 0) or 0)}",
                      _num(row["throughput_images_per_s"], ".4g"),
                      _num(row["engine_mb"]), _num(row["top1_percent"], ".2f"), drop_text(row),
-                     _num(row["energy_per_inference_mj"]), flags_text(row) or "ok"))
+                     _num(row["energy_per_inference_mj"]), (flags_text(row) or "ok").replace(GENERIC_CAUSE, "")))
     return rows
 
 
@@ -69,10 +71,11 @@ def answer_block(decision: pd.DataFrame | None) -> list[str]:
     if decision is None or not len(decision):
         return []
     budgets = budgets_of(decision)
-    heading = "=== The answer" + (f" (budgets: {budgets.describe()})" if budgets else "") + " ==="
-    lines = textwrap.wrap(heading, WIDTH, subsequent_indent="    ")
+    lines = ["=== The answer: the engine to deploy per model (decision.md) ==="]
+    if budgets:
+        lines += textwrap.wrap(f"budgets: {budgets.describe()}", WIDTH, subsequent_indent="    ")
     for item in answers(decision):
-        lines += textwrap.wrap(item["line"], WIDTH, subsequent_indent="    ")
+        lines.append(item["line"])  # one line each, never wrapped
         if item["tie"]:
             lines += textwrap.wrap(item["tie"], WIDTH, initial_indent="    ", subsequent_indent="      ")
     for note in test_set_notes(decision, budgets):
@@ -108,7 +111,8 @@ def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None
         notes += textwrap.wrap(
             f"{flagged} of {len(engines)} engines carry flags: 'invalid' runs missed their minimum task count or "
             "duration (or had NaN samples); 'noisy' means IQR/median > 0.10, with what was seen (CPU steal, other "
-            "processes' load): compare their latencies with care.", WIDTH)
+            "processes' load; where nothing is named, none was seen and the engine itself varied: clocks, memory): "
+            "compare their latencies with care.", WIDTH)
     if energy.isna().all():
         reasons = sorted({n for n in engines["energy_note"] if n}) or ["energy not measured"]
         notes += textwrap.wrap("energy: not measured (" + "; ".join(reasons) + ").", WIDTH)
