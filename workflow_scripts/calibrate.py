@@ -204,15 +204,26 @@ def collect_statistics(model_path: str | Path, batches: Callable[[], Iterator[np
     timings["session_s"] = time.perf_counter() - started
     mins, maxs, sizes = [], [], []
     started = time.perf_counter()
+    progress = _progress(batches)
     for batch in batches():
         values = session.run(None, {input_name: batch})
         mins.append(np.asarray(values[0::2], dtype=np.float32))
         maxs.append(np.asarray(values[1::2], dtype=np.float32))
         sizes.append(int(len(batch)))
+        progress.update(len(sizes), f"{sum(sizes):,} images")
     timings["run_s"] = time.perf_counter() - started
+    progress.done(f"{len(sizes)} batches, {sum(sizes):,} images")
     _check_images(sizes)
     return CalibrationStatistics(tensors, np.stack(mins, axis=1), np.stack(maxs, axis=1), sum(sizes), sizes,
                                  model_digest(model_path), timings=timings)
+
+
+def _progress(batches):
+    """Progress lines of a calibration pass (every ~10 s; of a known total where ``batches`` carries
+    ``total_batches``)."""
+    from .progress import Progress
+
+    return Progress(log, "calibration pass", total=getattr(batches, "total_batches", None), unit="batches")
 
 
 def _check_images(sizes: list[int]) -> None:
@@ -353,6 +364,7 @@ def _collect_histograms(model, model_path, tensors: list[str], input_name: str,
             maxs.append(high)
         return time.perf_counter() - started
 
+    progress = _progress(batches)
     with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as counter:
         for batch in batches():
             started = time.perf_counter()
@@ -361,7 +373,9 @@ def _collect_histograms(model, model_path, tensors: list[str], input_name: str,
             count_s += finish()
             pending = counter.submit(_count_batch, fine, values, pool)
             sizes.append(int(len(batch)))
+            progress.update(len(sizes), f"{sum(sizes):,} images")
         count_s += finish()
+    progress.done(f"{len(sizes)} batches, {sum(sizes):,} images")
     _check_images(sizes)
     timings.update(run_s=run_s, count_s=count_s)  # count_s: waiting for counting beyond the overlap
     halves = np.array([h.half for h in fine], np.int64)

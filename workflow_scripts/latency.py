@@ -29,6 +29,7 @@ from .data_io import iter_batches
 from .energy import measured_energy, open_meter
 from .monitor import make_monitor, summarize_resources
 from .noise import CpuNoise, noise_reason
+from .progress import Progress
 from .provenance import with_provenance
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ def measure(run, batch: np.ndarray, warmup: int, iterations: int, min_duration_s
     clock = time.perf_counter
     measured = 0.0
     count = max(iterations, tasks_needed)
+    progress = Progress(log, "measuring latency", unit="tasks")
     started = clock()
+    # Progress every ~10 s, checked against the task's own clock reading (nothing added inside a task).
+    next_report = started + progress.every_s
     while len(samples) < max_iterations:
         t0 = clock()
         run(batch)
@@ -78,6 +82,12 @@ def measure(run, batch: np.ndarray, warmup: int, iterations: int, min_duration_s
                 wall.append(around)
         samples.append(elapsed)
         measured += elapsed
+        if t0 + around >= next_report:
+            next_report = t0 + around + progress.every_s
+            share = min(len(samples) / count if count else 1.0, measured / min_duration_s if min_duration_s > 0 else 1.0)
+            progress.update(len(samples), f"until {count} tasks and {min_duration_s:g} s of task time"
+                            + (f" (at most {max_duration_s:g} s)" if np.isfinite(max_duration_s) else ""),
+                            fraction=share)
         # The minimum duration counts task time, the same sum the validity rule checks.
         if len(samples) >= count and measured >= min_duration_s:
             break

@@ -101,7 +101,11 @@ def noise_reason(dispersion: float, steal_percent: float, other_cores: float,
         seen.append(f"steal {steal_percent:.0f}%")
     if known(other_cores) and other_cores >= OTHER_NOTABLE_CORES:
         seen.append(f"other processes {other_cores:.1f} cores")
-    head = f"IQR/median {dispersion:.2f}" if known(dispersion) else "IQR/median unknown"
+    # Enough digits that a value just over the limit never reads as the limit ('0.104 > 0.10', not '0.10 > 0.10').
+    digits = 2
+    while known(dispersion) and digits < 6 and noisy and f"{dispersion:.{digits}f}" == f"{limit:.{digits}f}":
+        digits += 1
+    head = f"IQR/median {dispersion:.{digits}f}" if known(dispersion) else "IQR/median unknown"
     if noisy:
         cause = ", ".join(seen) if seen else "no steal or other load seen (the engine itself varied: clocks, memory)"
         return True, f"{head} > {limit:.2f}: {cause}"

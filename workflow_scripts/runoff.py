@@ -32,6 +32,7 @@ from .backends import get_backend
 from .data_io import iter_batches
 from .latency import measure_round, summarize_latency
 from .noise import noise_reason
+from .progress import Progress
 from .provenance import with_provenance
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
     needed = st.tasks_needed(0.99)
     rows = []
     started = time.perf_counter()
+    progress = Progress(log, "latency runoff", total=rounds * len(engines), unit="measurements")
     for r in range(rounds):
         for position, engine in enumerate(round_order(list(engines), r)):
             timing: dict = {}  # latency_clock, wall_median_ms, wall_p99_ms
@@ -78,9 +80,11 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
                          "measured_duration_s": summary["measured_duration_s"], **timing, **noise,
                          "high_variation": noisy, "noise_reason": reason, "batch_size": batch_size,
                          "threads": threads, "rounds": rounds})
+            # Every measurement goes to the job's log file; the console gets progress lines (every ~10 s or 10%).
             log.info("round %d/%d %s %s: median %.4f ms, p99 %.4f ms, %d tasks; %s", r + 1, rounds,
                      engine["backend"], engine["precision"], summary["latency_median_ms"], summary["latency_p99_ms"],
-                     summary["iterations"], reason)
+                     summary["iterations"], reason, extra={"console": False})
+            progress.update(len(rows), f"round {r + 1}/{rounds}")
     log.info("runoff of %d engines x %d rounds took %.1f s", len(engines), rounds, time.perf_counter() - started)
     frame = pd.DataFrame(rows)
     # Provenance names the job's backend ('runoff'); each row keeps the backend of its engine.

@@ -12,17 +12,87 @@ from typing import Callable
 # Quiet TensorFlow's C++ start-up chatter before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Library messages that say nothing about this run: kept in the job's log file, left off the console
+# (issue 27). Each: (logger name, text it contains, the one line the console gets instead, or '' for none).
+CONSOLE_ONCE = (
+    # onnxconverter-common's float16 conversion warns once per float32 weight below float16's smallest
+    # normal number (about 6e-5) that it clamps to +-1e-7; weights that small do not move the outputs
+    # (the FP16 engines' accuracy is measured).
+    ("py.warnings", "will be truncated to",
+     "FP16 conversion (onnxconverter-common): float32 values too small for float16 are clamped to +-1e-07, "
+     "one warning per value; harmless at these magnitudes, every value is listed in this job's log file"),
+    # The NVML probe of the resource monitor: on a machine without an NVIDIA GPU it fails in every job; the
+    # Snakefile's onstart says so once per run (gpu_notice below).
+    ("workflow_scripts.gpu_monitor", "NVML unavailable", ""),
+    ("workflow_scripts.gpu_monitor", "pynvml) is not installed", ""),
+)
+
+
+class ConsoleFilter(logging.Filter):
+    """The console's filter: records logged with ``extra={"console": False}`` (per-round detail) and the
+    library messages of :data:`CONSOLE_ONCE` stay in the job's log file only; the first of each kind puts its
+    one explanatory line on the console instead."""
+
+    def __init__(self, handler: logging.Handler):
+        super().__init__()
+        self.handler = handler
+        self.said: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "console", True) is False:
+            return False
+        for index, (name, text, once) in enumerate(CONSOLE_ONCE):
+            if record.name == name and text in str(record.msg) + str(record.args):
+                if once and index not in self.said:
+                    self.said.add(index)
+                    note = logging.LogRecord(record.name, logging.INFO, record.pathname, record.lineno, once, None,
+                                             None)
+                    note.created, note.msecs = record.created, record.msecs
+                    self.handler.emit(note)
+                return False
+        return True
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A captured Python warning as one line (the default adds the warning's source line and a blank one)."""
+    return f"{category.__name__}: {message} ({filename}:{lineno})"
+
 
 def setup_logging(log_path: str | None) -> logging.Logger:
-    """Log to the job's log file and to stderr (so progress shows in the terminal)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Log to the job's log file and to stderr (so progress shows in the terminal); the console leaves out
+    what :class:`ConsoleFilter` keeps for the file."""
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(ConsoleFilter(console))
+    handlers: list[logging.Handler] = [console]
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
     logging.captureWarnings(True)
+    warnings.formatwarning = _one_line_warning
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # TensorFlow's TFLite converter asks for the legacy quantization-aware input statistics
+    # (quantized_input_stats) whenever the inference type is INT8; our full-integer post-training
+    # quantization takes every range, inputs included, from the representative dataset (the
+    # calibration images), so the warning never applies here.
+    warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
     return logging.getLogger("edgeptq")
+
+
+def gpu_notice() -> str:
+    """One line for the start of a run on a machine where NVML cannot be used (no NVIDIA driver or GPU,
+    or nvidia-ml-py not installed); '' where it can. The jobs' monitors then record no GPU metrics and
+    say so only in their log files (:data:`CONSOLE_ONCE`)."""
+    try:
+        import pynvml
+    except ImportError:
+        return "GPU metrics: nvidia-ml-py is not installed, so no GPU utilization or NVML energy is recorded."
+    try:
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+    except Exception as exc:  # noqa: BLE001 (NVMLError: no driver, no GPU)
+        return f"GPU metrics: NVML unavailable here ({exc}); GPU columns stay empty (CPU-only machine)."
+    return ""
 
 
 def run(snakemake, job: Callable[[], object]) -> None:
