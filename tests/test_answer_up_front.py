@@ -278,3 +278,20 @@ def test_a_noise_reason_never_reads_the_limit_over_itself():
     noisy, reason = noise_reason(0.1004, 0.0, 0.0)
     assert noisy and reason.startswith("IQR/median 0.1004 > 0.10")
     assert noise_reason(0.14, 0.0, 0.0)[1].startswith("IQR/median 0.14 > 0.10")
+
+
+def test_tensorflows_start_up_notices_are_left_out_and_its_other_lines_kept(tmp_path):
+    import subprocess
+    import sys
+
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\nos.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to "
+        "STDERR\\nI0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see\\na real error\\n')\n"
+        "VALUE = 42\n")
+    code = "import workflow_scripts.shims, tensorflow, sys; print(tensorflow.VALUE); print('after', file=sys.stderr)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False,
+                          env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "42\n" and done.stderr == "a real error\nafter\n"

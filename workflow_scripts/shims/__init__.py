@@ -53,6 +53,88 @@ class ConsoleFilter(logging.Filter):
         return True
 
 
+# TensorFlow's C++ start-up lines that no setting turns off (TF 2.21 prints them during `import tensorflow`
+# whatever TF_CPP_MIN_LOG_LEVEL says; TF_ENABLE_ONEDNN_OPTS=0 would silence the second by changing the
+# numerics): absl's notice that it logs to stderr before its initialization, and oneDNN's notice that
+# its custom operations are on (they are, as in every TensorFlow run on x86). Left out of the console;
+# every other line TensorFlow writes while importing is passed on.
+C_STDERR_NOISE = ("All log messages before absl::InitializeLog() is called are written to STDERR",
+                  "oneDNN custom operations are on")
+
+
+class _QuietImport:
+    """A meta-path finder that imports ``tensorflow`` with file descriptor 2 sent to a temporary file, then
+    writes what it caught back to stderr less the :data:`C_STDERR_NOISE` lines."""
+
+    names = ("tensorflow",)
+
+    def __init__(self):
+        self.busy = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.names or self.busy:
+            return None
+        import importlib.util
+
+        self.busy = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.busy = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader = spec.loader
+
+        class Quiet:
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                with stderr_filtered(C_STDERR_NOISE):
+                    loader.exec_module(module)
+
+        spec.loader = Quiet()
+        return spec
+
+
+class stderr_filtered:
+    """File descriptor 2 goes to a temporary file inside the block; on leaving, its lines go to stderr,
+    those containing any of ``noise`` left out."""
+
+    def __init__(self, noise):
+        self.noise = tuple(noise)
+
+    def __enter__(self):
+        import tempfile
+
+        sys.stderr.flush()
+        self.caught = tempfile.TemporaryFile()
+        self.saved = os.dup(2)
+        os.dup2(self.caught.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.caught.seek(0)
+        kept = [line for line in self.caught.read().splitlines(keepends=True)
+                if not any(n.encode() in line for n in self.noise)]
+        self.caught.close()
+        if kept:
+            os.write(2, b"".join(kept))
+        return False
+
+
+def quiet_tensorflow_import() -> None:
+    """Install :class:`_QuietImport` once (before anything imports TensorFlow)."""
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+quiet_tensorflow_import()
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """A captured Python warning as one line (the default adds the warning's source line and a blank one)."""
     return f"{category.__name__}: {message} ({filename}:{lineno})"
