@@ -130,8 +130,9 @@ def test_bad_options_name_the_key(key, value):
 
 
 def test_unknown_precision_is_refused():
-    with pytest.raises(ConfigError, match="bf16"):
-        chain_for("bf16")
+    # bf16 is a precision now (tests/test_tensorrt_bf16.py); fp8 is not.
+    with pytest.raises(ConfigError, match="fp8"):
+        chain_for("fp8")
 
 
 def test_onnx_input_spec_reads_name_and_dynamic_batch(tmp_path):
