@@ -144,3 +144,15 @@ def test_the_checker_catches_what_it_is_for():
     assert problem("export.export_onnx") is None and problem("export.no_such_function")
     assert problem("workflow_scripts.shims.provenance_of") is None and problem("workflow_scripts.shims.nope")
     assert problem("results/<device>/onnx/") is None  # placeholders are not checked
+
+
+def test_no_documented_command_puts_a_target_right_after_configfile():
+    """--configfile takes several files: a target written right after its files is read as one more config file."""
+    wrong = []
+    for doc in [*DOCS, REPO / "README.md", REPO / "config" / "README.md"]:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            for match in re.finditer(r"--configfile((?:\s+[^\s`-][^\s`]*)+)", line):
+                files = match.group(1).split()
+                if any("/" in f and not f.endswith((".yaml", ".yml")) and not f.startswith("#") for f in files):
+                    wrong.append(f"{doc.name}:{number}: {line.strip()}")
+    assert not wrong, "\n".join(wrong)
