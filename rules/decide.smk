@@ -94,7 +94,7 @@ rule report_html:
                 f"{REPORT_HTML_DIR}/{name}.html",
                 category="Decision" if name == "decision" else "Tables",
                 subcategory="The answer and every candidate" if name == "decision" else TABLE_SUBCATEGORY[name],
-                labels={"table": name},
+                labels={"page": "every candidate (table)"} if name == "decision" else {"table": name},
                 caption=f"../report/table_{name}.rst",
             )
             for name in REPORT_TABLES
@@ -104,7 +104,7 @@ rule report_html:
                 f"{REPORT_HTML_DIR}/{name}_md.html",
                 category=PAGE_REPORT[name][0],
                 subcategory=PAGE_REPORT[name][1],
-                labels={"page": name},
+                labels={"page": "the decision (rendered)" if name == "decision" else name},
                 caption=f"../report/{PAGE_REPORT[name][2]}.rst",
             )
             for name in REPORT_PAGES

@@ -168,7 +168,7 @@ def time_series_html(frame: pd.DataFrame, title: str, note: str = "") -> str:
     if "stage" in work.columns:
         # '<stage>:<warmup|measured>:<run>' -> the stage and whether it was measured.
         parts = work["stage"].astype(str).str.split(":", expand=True)
-        work["stage_name"] = parts[0]
+        work["stage_name"] = parts[0].replace({"": "outside a timed run", "nan": "outside a timed run"})
         work["runs"] = parts[2] if parts.shape[1] > 2 else ""
         keys += ["stage_name"]
     agg = {"samples": ("elapsed_s", "size") if "elapsed_s" in work.columns else (work.columns[0], "size")}
@@ -184,8 +184,8 @@ def time_series_html(frame: pd.DataFrame, title: str, note: str = "") -> str:
     summary = work.groupby(keys, dropna=False, sort=True).agg(**agg).reset_index() if keys else work.head(0)
     summary = summary.rename(columns={"stage_name": "stage"})
     text = (f"{len(frame)} samples in {len(summary)} traces, summarised here one row per trace; the samples "
-            f"themselves: {title} (download it from this report's Tables › Compression category, or read "
-            "results/summary/" + title + ").")
+            f"themselves: {title} (download it from this report's Tables › Compression (PTQ) time and resources, "
+            "or read results/summary/" + title + ").")
     return table_html(summary, title.replace(".parquet", " (summary)"), (note + " " if note else "") + text,
                       name="time_series")
 
@@ -212,7 +212,7 @@ def markdown_html(text: str, title: str) -> str:
 def caption_text(rst: str | Path) -> str:
     """The plain text of a report caption (.rst), Jinja expressions left out."""
     text = Path(rst).read_text() if Path(rst).is_file() else ""
-    return re.sub(r"\{\{.*?\}\}", "", text).strip()
+    return re.sub(r"\{\{.*?\}\}", "", text).replace("``", "").strip()
 
 
 def gallery_html(figures: list[str | Path], captions_dir: str | Path) -> str:
@@ -252,7 +252,7 @@ def _rst_escape(text: str) -> str:
 def answer_rst(decision: pd.DataFrame) -> str:
     """The decision's answer per model as a reStructuredText list, for the report's main page
     (report/workflow.rst reads ``html/answer.rst``) and the Decision page's caption."""
-    from .decision import answers, budgets_of
+    from .decision import answers, budgets_of, test_set_notes
 
     items = answers(decision)
     if not items:
@@ -265,6 +265,8 @@ def answer_rst(decision: pd.DataFrame) -> str:
     budgets = budgets_of(decision)
     if budgets is not None:
         lines += ["", f"Budgets: {_rst_escape(budgets.describe())}."]
+    for note in test_set_notes(decision, budgets):
+        lines += ["", "Test set " + _rst_escape(note.replace("**", "").replace("`", ""))]
     return "\n".join(lines) + "\n"
 
 
