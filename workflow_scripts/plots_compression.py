@@ -18,8 +18,8 @@ from .plots_base import (
     figure_note,
     letter,
     model_order,
-    plain_log_ticks,
 )
+from .plots_decision import readable_log_ticks
 
 
 def _runs_text(runs: pd.Series) -> str:
@@ -87,7 +87,6 @@ def fig_compression_time(tables: dict[str, pd.DataFrame]):
                                                                        err[keep]]),
                                 fmt="none", ecolor="black", elinewidth=0.9, capsize=3)
             ax.set_yscale("log")
-            plain_log_ticks(ax.yaxis)
             if not from_onnx:
                 ax.text(0.01, 0.98, f"{backend} converts the Keras model: no ONNX stage", transform=ax.transAxes,
                         fontsize=7, va="top", color="dimgray")
@@ -99,6 +98,9 @@ def fig_compression_time(tables: dict[str, pd.DataFrame]):
     positive = positive[positive > 0]
     if len(positive):
         axes[0, 0].set_ylim(float(positive.min()) / 3, float(positive.max()) * 2)
+    for ax in axes.flat:  # round values, 0.2 and 0.5 below 1 included (after the limits are final)
+        if ax.get_yscale() == "log":
+            readable_log_ticks(ax, "y")
     fig.suptitle(f"Fig. 7: PTQ time per stage ({_runs_text(stats['measured_runs'])})")
     fig.tight_layout()
     figure_legend(fig)
