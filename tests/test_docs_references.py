@@ -156,3 +156,18 @@ def test_no_documented_command_puts_a_target_right_after_configfile():
                 if any("/" in f and not f.endswith((".yaml", ".yml")) and not f.startswith("#") for f in files):
                     wrong.append(f"{doc.name}:{number}: {line.strip()}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_rule_a_doc_names_exists():
+    """"rule `x`" and "rules `x` / `y`" name rules of rules/*.smk (``<backend>`` stands for each backend)."""
+    from tests.test_envs import parse_rules
+
+    rules = {name.replace("{_name}", "<backend>") for name in parse_rules()}
+    wrong = []
+    for doc in DOCS:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            for match in re.finditer(r"\brules? ((?:`[^`]+`(?:,? (?:/|and|or)? ?)?)+)", line):
+                for name in re.findall(r"`([^`]+)`", match.group(1)):
+                    if re.fullmatch(r"[\w<>]+", name) and name not in rules:
+                        wrong.append(f"{doc.name}:{number}: rule `{name}`")
+    assert not wrong, "\n".join(wrong)
