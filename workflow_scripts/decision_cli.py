@@ -192,7 +192,7 @@ def _write(frame: pd.DataFrame, fmt: str, extra: dict | None = None) -> None:
     import json
 
     records = json.loads(frame.to_json(orient="records", double_precision=6))
-    print(json.dumps({**(extra or {}), "rows": records}, indent=2,
+    print(json.dumps({**(extra or {}), "rows": records}, indent=2, ensure_ascii=False,
                      default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
