@@ -73,7 +73,7 @@ def write_split(folder: Path, n: int, size: int, num_classes: int, seed: int) ->
 
 def measure_one(model_name: str, dataset: str, steps: int, size: int, threads: int, seed: int) -> dict:
     """Child process: time two epochs of ``steps`` steps and the forward-only step."""
-    from workflow_scripts.train import configure_tensorflow, make_sequence
+    from workflow_scripts.train import build_training_state, configure_tensorflow, make_sequence
 
     configure_tensorflow(threads, seed)
     import keras
@@ -98,6 +98,8 @@ def measure_one(model_name: str, dataset: str, steps: int, size: int, threads: i
                 epoch_s.append(time.perf_counter() - self.t0)
 
         train_seq = make_sequence(data_dir, "train", batch, True, seed)
+        # As train.py does: the optimizer's and metrics' variables exist before the first trace.
+        build_training_state(model, train_seq[0])
         model.fit(train_seq, epochs=2, verbose=0, callbacks=[Clock()])
         eval_seq = make_sequence(data_dir, "train", batch, False, seed)
         t0 = time.perf_counter()

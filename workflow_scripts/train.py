@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -76,6 +77,98 @@ def make_sequence(data_dir: Path, split: str, batch_size: int, shuffle: bool, se
     return SplitSequence()
 
 
+def build_training_state(model, batch) -> None:
+    """Create the optimizer's slots and the loss and metric variables before ``fit``, from one batch's shapes.
+
+    Without a distribution strategy Keras defers creating them to the tracing of the first train step,
+    and a ``tf.function`` whose first trace creates variables is traced a second time: for DenseNet169
+    that doubled the Python tracing of the first epoch (docs/training.md, "The first epoch"). Built here,
+    the train step is traced once. The variables, their initial values (zeros) and the traced graph are
+    the same, so the trained weights are bit-identical."""
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if symbolic_build is None:  # a Keras without it: the optimizer's slots at least
+        model.optimizer.build(model.trainable_variables)
+        return
+    symbolic_build(data_batch=tuple(batch))
+
+
+# Seconds between two progress lines inside an epoch (the job's log; one line per epoch besides).
+PROGRESS_EVERY_S = 10.0
+
+
+class TrainingProgress:
+    """Progress inside an epoch for the job's log, at most one line every ``every_s`` seconds: batch
+    i/n, the epoch's running loss and accuracy, images/s and the epoch's ETA. The first batch of a run
+    (tracing and graph optimisation of the train function) gets its own line, and the rate and ETA
+    leave it out. Clock reads only, nothing on the training path: no extra synchronisation and no
+    change to the weights."""
+
+    def __init__(self, epochs: int, batch_size: int, every_s: float = PROGRESS_EVERY_S, clock=time.perf_counter,
+                 emit=None):
+        self.epochs, self.batch_size, self.every_s, self.clock = epochs, batch_size, every_s, clock
+        self.emit = emit or log.info
+        self.steps = 0
+        self.traced = False
+        # Keras may run two batch hooks at once in its helper threads.
+        self.lock = threading.Lock()
+
+    def epoch_begin(self, epoch: int, steps: int | None) -> None:
+        with self.lock:
+            self.epoch, self.steps = epoch, steps or 0
+            self.started = self.last_line = self.clock()
+            self.rate_from, self.rate_batches = self.started, 0
+
+    def batch_end(self, batch: int, logs: dict | None) -> None:
+        with self.lock:
+            self._batch_end(batch, logs)
+
+    def _batch_end(self, batch: int, logs: dict | None) -> None:
+        now = self.clock()
+        done = batch + 1
+        if not self.traced:
+            # The first call traces and optimises the train function: minutes for a large model.
+            self.traced = True
+            self.emit("epoch %d/%d: first batch %.1f s (tracing and graph optimisation of the train step)"
+                      % (self.epoch + 1, self.epochs, now - self.started))
+            self.rate_from, self.rate_batches, self.last_line = now, done, now
+            return
+        if now - self.last_line < self.every_s or done >= self.steps:
+            return
+        self.last_line = now
+        logs = logs or {}
+        timed = done - self.rate_batches
+        per_batch = (now - self.rate_from) / timed if timed > 0 else float("nan")
+        images_s = self.batch_size / per_batch if per_batch > 0 else float("nan")
+        eta = per_batch * (self.steps - done) if self.steps else float("nan")
+        metrics = ", ".join(f"{key} {float(logs[key]):.4f}" for key in ("loss", "accuracy") if key in logs)
+        self.emit("epoch %d/%d: batch %d/%s, %s, %.1f images/s, ETA %.0f s"
+                  % (self.epoch + 1, self.epochs, done, self.steps or "?", metrics or "no metrics", images_s, eta))
+
+
+def progress_callback(epochs: int, batch_size: int, every_s: float = PROGRESS_EVERY_S):
+    """A Keras callback logging :class:`TrainingProgress`; dispatched off the training thread (async_safe)."""
+    import keras
+
+    progress = TrainingProgress(epochs, batch_size, every_s)
+
+    class Progress(keras.callbacks.Callback):
+        # Keras runs batch hooks of async-safe callbacks in a helper thread, as it runs its own
+        # (History): the training loop never waits for a log line.
+        async_safe = True
+
+        def __init__(self):
+            super().__init__()
+            self.progress = progress
+
+        def on_epoch_begin(self, epoch, logs=None):
+            progress.epoch_begin(epoch, self.params.get("steps"))
+
+        def on_train_batch_end(self, batch, logs=None):
+            progress.batch_end(batch, logs)
+
+    return Progress()
+
+
 def train_model(data_dir: str | Path, model_name: str, model_path: str | Path, history_path: str | Path,
                 epochs: int, batch_size: int, learning_rate: float, batchnorm_momentum: float,
                 weights: str, threads: int, seed: int, provenance: dict | None = None, max_images: int = 0,
@@ -111,10 +204,12 @@ def train_model(data_dir: str | Path, model_name: str, model_path: str | Path, h
             log.info("epoch %d/%d: %.1f s, accuracy %.4f, val_accuracy %.4f", epoch + 1, epochs, epoch_times[-1],
                      logs["accuracy"], logs["val_accuracy"])
 
+    train_batches = make_sequence(data_dir, "train", batch_size, True, seed, subset)
+    build_training_state(model, train_batches[0])
     fit = model.fit(
-        make_sequence(data_dir, "train", batch_size, True, seed, subset),
+        train_batches,
         validation_data=make_sequence(data_dir, "val", batch_size, False, seed),
-        epochs=epochs, verbose=0, callbacks=[KeepBest()],
+        epochs=epochs, verbose=0, callbacks=[KeepBest(), progress_callback(epochs, batch_size)],
     )
     model.set_weights(best["weights"])
     history = pd.DataFrame(fit.history)
