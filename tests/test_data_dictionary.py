@@ -132,8 +132,12 @@ def real_summary() -> Path | None:
 @pytest.fixture(scope="module")
 def synthetic_summary(tmp_path_factory) -> Path:
     from tests.test_decision import write_quickstart_like
+    from workflow_scripts.decision import Budgets, write_decision
 
-    return write_quickstart_like(tmp_path_factory.mktemp("dictionary") / "results", runoff=True)
+    out = write_quickstart_like(tmp_path_factory.mktemp("dictionary") / "results", runoff=True)
+    # decision.parquet's columns come from the decision code itself.
+    write_decision(out, Budgets(p99_ms=100.0, max_drop_points=2.0), out / "decision.md", out / "decision.parquet")
+    return out
 
 
 def test_every_column_of_the_synthetic_summary_is_documented(synthetic_summary):
