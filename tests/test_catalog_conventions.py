@@ -30,6 +30,12 @@ def test_catalog_file_has_the_documented_usage_keys():
     assert (REPO / "config" / "README.md").is_file()
 
 
+def test_the_tiny_test_config_is_the_end_to_end_tests_run():
+    from tests.cli import TINY
+
+    assert yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text()) == TINY
+
+
 def test_test_configs_set_what_the_schema_requires():
     from workflow_scripts.config import validate_config
 
