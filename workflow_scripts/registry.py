@@ -325,6 +325,11 @@ def engine_precisions(backends: list[str], config: dict, probe: bool = True) -> 
     out: dict[str, list[str]] = {}
     notes: list[str] = []
     for name in backends:
+        entry = backend(name)
+        unknown = [p for p in config["precisions"] if p not in PRECISIONS]
+        if unknown:  # no backend builds it: refused under auto too
+            raise ConfigError(f"config key 'precisions' has {unknown} which backend {name!r} cannot build; "
+                              f"use a subset of {list(entry.precisions)} or leave {name} out of 'backends'")
         out[name] = []
         for precision in config["precisions"]:
             ok, why = precision_support(name, precision, probe)
