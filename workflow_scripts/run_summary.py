@@ -117,8 +117,10 @@ def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None
         reasons = sorted({n for n in engines["energy_note"] if n}) or ["energy not measured"]
         notes += textwrap.wrap("energy: not measured (" + "; ".join(reasons) + ").", WIDTH)
     where = Path(summary_dir).as_posix()
-    notes += [f"Tables: {where}/*.parquet; figures: {where}/figures/; decision: {where}/decision.md",
-              f"Other budgets: edgeptq decide {shlex.quote(where)} --p99-ms 5 --max-drop 1.0 [--format md|json|csv]"]
+    quoted = shlex.quote(where)
+    notes.append(f"Tables: {where}/*.parquet; figures: {where}/figures/; decision: {where}/decision.md; other "
+                 f"budgets: edgeptq decide {quoted} --p99-ms 5 --max-drop 1.0 [--format md|json|csv] (or "
+                 f"python -m workflow_scripts.decision {quoted} --p99-ms 5 --max-drop 1.0)")
     block = answer_block(decision)
     return "\n".join(lines + notes + ([""] + block if block else [])) + "\n"
 
