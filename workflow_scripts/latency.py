@@ -139,9 +139,12 @@ def timing_columns(samples_s: np.ndarray, wall_s: list | None) -> dict:
 
 def measure_round(module, engine_path: str | Path, threads: int, batch: np.ndarray, warmup: int, iterations: int,
                   min_duration_s: float, max_duration_s: float = float("inf"),
-                  tasks_needed: int = 0, timing: dict | None = None) -> tuple[np.ndarray, float, dict]:
+                  tasks_needed: int = 0, timing: dict | None = None,
+                  clock: str = RUNTIME_CLOCK) -> tuple[np.ndarray, float, dict]:
     """One round: load a fresh runner, warm up, measure; (samples in s, load time in s, CPU noise).
-    ``timing`` (a dict) receives :func:`timing_columns`."""
+    ``timing`` (a dict) receives :func:`timing_columns`. ``clock`` ``wall`` returns the wall time around
+    ``Runner.run`` as the samples for every runner (one clock for all backends: the runoff, which ranks
+    backends against each other); ``runtime`` uses a runner's own per-call timer where it has one."""
     if hasattr(module, "check"):
         module.check(engine_path)  # the digest check outside the timed load (later rounds only stat the files)
     started = time.perf_counter()
@@ -157,6 +160,10 @@ def measure_round(module, engine_path: str | Path, threads: int, batch: np.ndarr
         runner.close()
     if timing is not None:
         timing.update(timing_columns(samples, wall))
+    if clock == WALL_CLOCK and wall:
+        samples = np.asarray(wall, dtype=float)
+        if timing is not None:
+            timing["latency_clock"] = WALL_CLOCK
     return samples, load_s, noise.result
 
 

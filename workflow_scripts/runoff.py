@@ -30,7 +30,7 @@ from . import statistics as st
 from .artifacts import write_parquet
 from .backends import get_backend
 from .data_io import iter_batches
-from .latency import measure_round, summarize_latency
+from .latency import WALL_CLOCK, measure_round, summarize_latency
 from .noise import noise_reason
 from .progress import Progress
 from .provenance import with_provenance
@@ -65,8 +65,11 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
     for r in range(rounds):
         for position, engine in enumerate(round_order(list(engines), r)):
             timing: dict = {}  # latency_clock, wall_median_ms, wall_p99_ms
+            # One clock for every backend (the wall time around Runner.run): the runoff ranks backends
+            # against each other, and only some runtimes have a per-call timer of their own.
             samples, load_s, noise = measure_round(get_backend(engine["backend"]), engine["path"], threads, batch,
-                                                   warmup, 1, min_duration_s, max_duration_s, needed, timing)
+                                                   warmup, 1, min_duration_s, max_duration_s, needed, timing,
+                                                   clock=WALL_CLOCK)
             summary = summarize_latency(samples, batch_size)
             noisy, reason = noise_reason(summary["latency_iqr_ratio"], noise["cpu_steal_percent"],
                                          noise["other_processes_cores"])
