@@ -21,7 +21,7 @@ for _name, _entry in registry.BACKENDS.items():
             **_beside,
         wildcard_constraints:
             backend=_name,
-            precision="fp32|fp16",
+            precision="|".join(p for p in registry.PRECISIONS if p != "int8"),
         params:
             data_dir=data_dir,
             settings=settings_param("build_engine"),

@@ -55,7 +55,8 @@ rule import_user_onnx:
         **placement("export_onnx"),
     log:
         paths.log_file("import_user_onnx", "onnx"),
+    # TensorFlow's env: a SavedModel folder is converted by tf2onnx in this job (user_models.savedmodel_to_onnx).
     conda:
-        "../envs/onnxruntime.yaml"
+        "../envs/tensorflow.yaml"
     script:
         "../workflow_scripts/shims/import_user_onnx.py"

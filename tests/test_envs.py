@@ -405,11 +405,7 @@ def test_the_walk_follows_lazy_imports_only_where_reached():
 
 
 # Known gaps, each failing its case until fixed (strict: a fixed one passes and must leave this list).
-KNOWN_GAPS = {
-    ("import_user_onnx", "envs/onnxruntime.yaml"):
-        "a user's SavedModel folder is converted by tf2onnx in this job (user_models.savedmodel_to_onnx), so it "
-        "needs TensorFlow: rules/export.smk should give import_user_onnx envs/tensorflow.yaml, which covers it",
-}
+KNOWN_GAPS: dict = {}  # (rule, env file) -> why the env lacks an import the rule reaches: none today
 
 
 def _case(job):

@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import registry
 from .ties import break_ties, broken_by
 
 GROUP = ["device", "dataset", "input_size", "model"]
 ENGINE = ["backend", "precision"]
-PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+PRECISION_ORDER = {p: i for i, p in enumerate(registry.PRECISIONS)}
 
 # objective -> (column, ascending)
 OBJECTIVES = {

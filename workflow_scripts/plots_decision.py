@@ -20,7 +20,7 @@ from .plots_base import (
     model_order,
 )
 
-PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^"}
 
 # Mantissas of the labelled ticks of a log axis, sparsest first; the first set that puts enough labels
 # inside the axis' limits is used (an axis under one decade has no power of ten, or only one, to label).
