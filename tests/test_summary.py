@@ -484,3 +484,20 @@ def test_a_truncated_table_of_another_device_is_named_while_planning_and_when_re
     with pytest.raises(CorruptArtifact, match="build_int8_engine_tensorrt"):
         (broken.parent / "int8_build.parquet").write_bytes(b"PAR1 not really PAR1")
         summarize.read_all([broken.parent / "int8_build.parquet"], results)
+
+
+def test_normalize_to_fp32_gives_no_ratio_to_a_zero_baseline():
+    import warnings
+
+    from workflow_scripts.summarize import KEYS, normalize_to_fp32
+
+    rows = []
+    for precision, value in (("fp32", 0.0), ("int8", 2.0)):
+        row = {key: "x" for key in KEYS}
+        row.update(precision=precision, gpu_util=value)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's divide-by-zero RuntimeWarning reached the console
+        ratio = normalize_to_fp32(frame, "gpu_util")
+    assert ratio.isna().all()
