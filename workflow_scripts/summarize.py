@@ -155,7 +155,7 @@ def _cell_index(frame: pd.DataFrame, keys: list[str] = CELL) -> pd.MultiIndex:
 def normalize_to_fp32(frame: pd.DataFrame, column: str) -> pd.Series:
     """``column`` divided by the FP32 row's value of the same device/backend/dataset/model."""
     base = frame[frame["precision"] == "fp32"].drop_duplicates(KEYS).set_index(KEYS)[column]
-    values = base.reindex(pd.MultiIndex.from_frame(frame[KEYS])).to_numpy(dtype=float)
+    values = base.reindex(pd.MultiIndex.from_frame(frame[KEYS])).to_numpy(dtype=float, copy=True)
     values[values == 0] = np.nan  # no ratio to a zero baseline (e.g. a resource not sampled on this device)
     return pd.Series(frame[column].to_numpy(dtype=float) / values, index=frame.index)
 
