@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from ..stderr_filter import stderr_filtered
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,11 @@ def _convert(source_path: Path, precision: str, calibration_batches, options: di
 # --- running ---------------------------------------------------------------------------------
 
 
+# LiteRT's C++ code prints this to fd 2 whenever an interpreter applies its default delegate (every
+# latency round, every evaluation); the delegate in use is recorded in the row (``facts["delegate"]``).
+XNNPACK_NOTICE = ("Created TensorFlow Lite XNNPACK delegate for CPU",)
+
+
 class LiteRTRunner:
     """A LiteRT interpreter (XNNPACK delegate, explicit thread count) behind the Runner protocol."""
 
@@ -286,8 +292,9 @@ class LiteRTRunner:
 
         self.threads = resolve_threads(threads)
         # BUILTIN is the resolver that applies the default delegates, i.e. XNNPACK on CPU.
-        self.interpreter = Interpreter(model_path=str(engine_path), num_threads=self.threads,
-                                       experimental_op_resolver_type=OpResolverType.BUILTIN)
+        with stderr_filtered(XNNPACK_NOTICE):
+            self.interpreter = Interpreter(model_path=str(engine_path), num_threads=self.threads,
+                                           experimental_op_resolver_type=OpResolverType.BUILTIN)
         details = self.interpreter.get_input_details()[0]
         self.input_index = details["index"]
         self.input_name = details["name"]
@@ -301,7 +308,8 @@ class LiteRTRunner:
             shape = list(self.interpreter.get_input_details()[0]["shape"])
             shape[0] = batch_size
             self.interpreter.resize_tensor_input(self.input_index, shape, strict=True)
-            self.interpreter.allocate_tensors()
+            with stderr_filtered(XNNPACK_NOTICE):  # once per batch size, in the warm-up
+                self.interpreter.allocate_tensors()
             self.batch_size = batch_size
 
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ import sys
 import warnings
 from typing import Callable
 
+from ..stderr_filter import stderr_filtered
+
 # Quiet TensorFlow's C++ start-up chatter before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -95,35 +97,6 @@ class _QuietImport:
 
         spec.loader = Quiet()
         return spec
-
-
-class stderr_filtered:
-    """File descriptor 2 goes to a temporary file inside the block; on leaving, its lines go to stderr,
-    those containing any of ``noise`` left out."""
-
-    def __init__(self, noise):
-        self.noise = tuple(noise)
-
-    def __enter__(self):
-        import tempfile
-
-        sys.stderr.flush()
-        self.caught = tempfile.TemporaryFile()
-        self.saved = os.dup(2)
-        os.dup2(self.caught.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc):
-        sys.stderr.flush()
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        self.caught.seek(0)
-        kept = [line for line in self.caught.read().splitlines(keepends=True)
-                if not any(n.encode() in line for n in self.noise)]
-        self.caught.close()
-        if kept:
-            os.write(2, b"".join(kept))
-        return False
 
 
 def quiet_tensorflow_import() -> None:
