@@ -155,15 +155,12 @@ def measure_round(module, engine_path: str | Path, threads: int, batch: np.ndarr
         with CpuNoise() as noise:
             samples = measure(runner.run, batch, warmup, iterations, min_duration_s, tasks_needed=tasks_needed,
                               max_duration_s=max_duration_s,
-                              runtime_timer=getattr(runner, "runtime_latency_s", None), wall=wall)
+                              runtime_timer=(getattr(runner, "runtime_latency_s", None)
+                                             if clock == RUNTIME_CLOCK else None), wall=wall)
     finally:
         runner.close()
     if timing is not None:
         timing.update(timing_columns(samples, wall))
-    if clock == WALL_CLOCK and wall:
-        samples = np.asarray(wall, dtype=float)
-        if timing is not None:
-            timing["latency_clock"] = WALL_CLOCK
     return samples, load_s, noise.result
 
 
