@@ -3,12 +3,11 @@ left out of all three when it was added: its rows were dropped from decision.md 
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import pytest
 
+from tests.cli import job_counts, output_of, snakemake, tiny
 from workflow_scripts import decision, plots_decision, registry
-
-ROOT = Path(__file__).resolve().parents[1]
+from workflow_scripts.device import cpu_bf16_support
 
 
 def test_the_decision_ranks_every_precision():
@@ -21,7 +20,13 @@ def test_fig14_has_a_marker_of_its_own_per_precision():
     assert len({markers[p] for p in registry.PRECISIONS}) == len(registry.PRECISIONS)
 
 
-def test_the_float_build_rule_takes_every_precision_but_int8_from_the_registry():
-    text = (ROOT / "rules" / "engine.smk").read_text()
-    assert re.search(r'precision="\|"\.join\(p for p in registry\.PRECISIONS if p != "int8"\)', text)
-    assert "bf16" in registry.PRECISIONS
+@pytest.mark.slow
+def test_a_bf16_engine_is_planned_by_the_float_build_rule(tmp_path):
+    """The real planner: `snakemake -n` of the matrix with bf16 plans build_engine_openvino jobs for it."""
+    supported, why = cpu_bf16_support()
+    if not supported:
+        pytest.skip(f"this CPU cannot run OpenVINO bf16: {why}")
+    pytest.importorskip("openvino")
+    result = snakemake(tmp_path, "-n", config=tiny(backends=["openvino"], precisions=["fp32", "bf16"]))
+    assert job_counts(output_of(result)).get("build_engine_openvino") == 2  # fp32 and bf16
+    assert "bf16.xml" in output_of(result)
