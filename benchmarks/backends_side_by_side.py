@@ -2,13 +2,13 @@
 
 For each model (its ``.keras`` file and its ONNX export) this builds FP32, FP16 and INT8 engines with
 the workflow's three CPU backends (ONNX Runtime and OpenVINO from the ONNX file, LiteRT from the
-Keras file; INT8 calibrated on the same train images, drawn by ``workflow_scripts.engine.
+Keras file; INT8 calibrated on the same train images, drawn by ``workflow_scripts.stages.engine.
 calibration_source``), evaluates top-1 on the whole test split, then measures latency
 *interleaved*: every round runs ``--iterations`` inference tasks on each engine in turn (the order
 rotates each round), all on the same in-memory batch and with the same thread count, so a slow
 phase of the machine hits every engine alike. Reported per engine: median and p90 over all measured
 tasks; per ratio: the ratio of medians and its range over the rounds' per-round medians. A task is
-timed as the workflow times it (``workflow_scripts.latency``): by the runtime's own per-call timer
+timed as the workflow times it (``workflow_scripts.stages.latency``): by the runtime's own per-call timer
 where the runner has one (OpenVINO), else by the wall clock around ``run``.
 
 Usage::
@@ -36,9 +36,9 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workflow_scripts.backends import litert_backend, onnxruntime_backend, openvino_backend  # noqa: E402
-from workflow_scripts.data_io import iter_batches  # noqa: E402
-from workflow_scripts.engine import calibration_source  # noqa: E402
+from workflow_scripts.backends import litert as litert_backend, onnxruntime as onnxruntime_backend, openvino as openvino_backend
+from workflow_scripts.data.data_io import iter_batches
+from workflow_scripts.stages.engine import calibration_source
 
 BACKENDS = {
     # name: (module, source kind, engine suffix, INT8 options)

@@ -7,7 +7,7 @@ thread count and the inference precision our runner applied. benchmark_app runs 
                   -infer_precision <f32|bf16|f16> -shape <input>[<batch>,...] -t <seconds>
 
 (a fresh process each round), ours loads a fresh runner and measures with
-``workflow_scripts.latency.measure_round`` for the same time. The two alternate in rounds (ours
+``workflow_scripts.stages.latency.measure_round`` for the same time. The two alternate in rounds (ours
 first in even rounds, benchmark_app first in odd ones) so drift hits both alike. Per IR it prints
 both medians (median over rounds of each round's median) and the ratio ours / benchmark_app,
 paired by round, with its distribution-free 95% interval over rounds (6 rounds or more).
@@ -42,9 +42,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow_scripts import statistics as st  # noqa: E402
-from workflow_scripts.backends import get_backend  # noqa: E402
-from workflow_scripts.latency import measure_round  # noqa: E402
+from workflow_scripts.measure import statistics as st
+from workflow_scripts.backends import get_backend
+from workflow_scripts.stages.latency import measure_round
 
 MEDIAN = re.compile(r"Median:\s+([0-9.]+)\s*(ms|us)")
 PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
@@ -101,7 +101,7 @@ def loop_ratio(xml: Path, shape: list[int], threads: int, precision: str, rounds
     of medians and the min/max of the per-block ratios."""
     import openvino as ov
 
-    from workflow_scripts.latency import measure
+    from workflow_scripts.stages.latency import measure
 
     batch = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
     runner = get_backend("openvino").load_runner(xml, threads)

@@ -28,14 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workflow_scripts.backends import onnxruntime_backend as ort_backend
-from workflow_scripts.calibration_study import (
-    paired_drop,
-    parse_variant,
-    variant_options,
-)
-from workflow_scripts.data_io import iter_batches
-from workflow_scripts.engine import calibration_source
+from workflow_scripts.backends import onnxruntime as ort_backend
+from workflow_scripts.calibration_study.study import paired_drop, parse_variant, variant_options
+from workflow_scripts.data.data_io import iter_batches
+from workflow_scripts.stages.engine import calibration_source
 
 DEFAULT_VARIANTS = ["entropy-n256-pc-asym-none", "minmax-n8-pt-asym-none", "minmax-n8-pt-sym-none"]
 

@@ -7,7 +7,7 @@ measurements (so load changes on a shared machine hit all of them alike):
   calibration batches, session creation excluded;
 - before: the workflow's INT8 build with ONNX Runtime's own calibrator (``create_calibrator``,
   collect batch by batch) and quantize_static as shipped;
-- after: the same build with :mod:`workflow_scripts.calibrate` (one pass, fixed-width histograms,
+- after: the same build with :mod:`workflow_scripts.backends.onnxruntime.calibrate` (one pass, fixed-width histograms,
   vectorized KL search) and ``fast_quantize_static`` around quantize_static (vectorized per-channel weights, linear rewiring).
 
 Both builds include pre-processing (quant_pre_process), calibration and quantize_static. A first,
@@ -37,8 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workflow_scripts.backends import onnxruntime_backend as ort_backend  # noqa: E402
-from workflow_scripts.engine import calibration_source  # noqa: E402
+from workflow_scripts.backends import onnxruntime as ort_backend
+from workflow_scripts.stages.engine import calibration_source
 
 BEFORE = {"calibrator": "onnxruntime", "fast_rewrites": False}
 AFTER = {"calibrator": "edgeptq", "fast_rewrites": True}
@@ -65,7 +65,7 @@ def build(model: Path, out: Path, batches, method: str, extra: dict) -> dict:
 
 
 def top1(engine: Path, data: Path) -> tuple[float, np.ndarray]:
-    from workflow_scripts.data_io import iter_batches
+    from workflow_scripts.data.data_io import iter_batches
 
     runner = ort_backend.load_runner(engine)
     predicted, labels = [], []
@@ -81,7 +81,7 @@ def agreement(model: Path, data: Path, batches, work: Path) -> str:
     import onnx
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    from workflow_scripts import calibrate
+    from workflow_scripts.backends.onnxruntime import calibrate
 
     prepared = ort_backend.prepare_for_quantization(model, work / "prepared.onnx")
     reference = create_calibrator(str(prepared), augmented_model_path=str(work / "augmented.onnx"),

@@ -5,7 +5,7 @@ The study's other jobs (evaluation, latency) do not change; this measures the pa
 - before: every variant is a full INT8 build with ONNX Runtime's calibrator and its own pre-processing,
   as the study ran it;
 - after: one pre-processed model per model, one statistics artifact per calibration image set
-  (:func:`workflow_scripts.calibration_study.measure_statistics`), then every variant built from them
+  (:func:`workflow_scripts.calibration_study.study.measure_statistics`), then every variant built from them
   (ranges + quantize_static within ``fast_quantize_static``), as the study's rules now run it.
 
 The two alternate per round (``--rounds``), after one untimed warm-up variant. Default variants: the
@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import onnx  # noqa: E402
 
-from workflow_scripts.backends import onnxruntime_backend as ort_backend  # noqa: E402
-from workflow_scripts.calibration_presets import prepare_model, resolve_exclusions  # noqa: E402
-from workflow_scripts.calibration_study import measure_statistics, prepare_study_model  # noqa: E402
-from workflow_scripts.calibration_variants import expand_variants, parse_variant, variant_options  # noqa: E402
-from workflow_scripts.engine import calibration_source  # noqa: E402
+from workflow_scripts.backends import onnxruntime as ort_backend
+from workflow_scripts.calibration_study.presets import prepare_model, resolve_exclusions
+from workflow_scripts.calibration_study.study import measure_statistics, prepare_study_model
+from workflow_scripts.calibration_study.variants import expand_variants, parse_variant, variant_options
+from workflow_scripts.stages.engine import calibration_source
 
 QUICKSTART_STUDY = {
     "methods": ["entropy", "minmax"], "num_images": [64, 256, 1024],

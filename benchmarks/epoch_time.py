@@ -73,12 +73,12 @@ def write_split(folder: Path, n: int, size: int, num_classes: int, seed: int) ->
 
 def measure_one(model_name: str, dataset: str, steps: int, size: int, threads: int, seed: int) -> dict:
     """Child process: time two epochs of ``steps`` steps and the forward-only step."""
-    from workflow_scripts.train import build_training_state, configure_tensorflow, make_sequence
+    from workflow_scripts.stages.train import build_training_state, configure_tensorflow, make_sequence
 
     configure_tensorflow(threads, seed)
     import keras
 
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.zoo import build_model
 
     batch = BATCH[dataset]
     with tempfile.TemporaryDirectory(prefix="epoch_time_") as tmp:
@@ -122,7 +122,7 @@ def forward_flops(model_name: str, size: int) -> float:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.zoo import build_model
 
     model = build_model(model_name, 100, size, "none", 0.9)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(

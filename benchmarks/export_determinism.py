@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import keras
 
-    from workflow_scripts.export import convert_to_onnx
+    from workflow_scripts.stages.export import convert_to_onnx
 
     model = keras.models.load_model(args.keras_model, safe_mode=True)
     times: dict[bool, list[float]] = {False: [], True: []}

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 def prepare(out: Path, size: int, train_images: int, val_images: int, seed: int) -> dict:
     import numpy as np
 
-    from workflow_scripts.datasets import plan_splits, stratified_split, write_split
-    from workflow_scripts.sources.fashion_mnist import load_fashion_mnist_source
+    from workflow_scripts.data.datasets import plan_splits, stratified_split, write_split
+    from workflow_scripts.data.sources.fashion_mnist import load_fashion_mnist_source
 
     source = load_fashion_mnist_source()
     plan = plan_splits(source, val_fraction=0.15, test_fraction=0.15, seed=seed)
@@ -61,14 +61,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    from workflow_scripts.train import configure_tensorflow, make_sequence
+    from workflow_scripts.stages.train import configure_tensorflow, make_sequence
 
     configure_tensorflow(args.threads, args.seed)
     import keras
     import numpy as np
 
-    from workflow_scripts.data_io import iter_batches
-    from workflow_scripts.efficientnet_lite import build_transfer_model
+    from workflow_scripts.data.data_io import iter_batches
+    from workflow_scripts.models.efficientnet_lite import build_transfer_model
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lite0_fmnist_") as tmp:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow_scripts.backends.onnxruntime_backend import load_runner, session_options
-from workflow_scripts.latency import measure
+from workflow_scripts.backends.onnxruntime import load_runner, session_options
+from workflow_scripts.stages.latency import measure
 
 
 def bare_loop(session, name, batch, iterations):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workflow_scripts.monitor import ResourceMonitor  # noqa: E402
+from workflow_scripts.measure.monitor import ResourceMonitor
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Builds a synthetic archive in the official ``cifar-100-python.tar.gz`` format with the real
 50,000 train + 10,000 test 32x32 images (``tests/archive_factory.py``), then runs
-``workflow_scripts.datasets.prepare_dataset("cifar100", 224, ...)`` in a child process and reports
+``workflow_scripts.data.datasets.prepare_dataset("cifar100", 224, ...)`` in a child process and reports
 
 * the child's peak RSS from ``getrusage(RUSAGE_CHILDREN).ru_maxrss``, which counts the pages of
   the memory-mapped output files that were resident at once (file-backed page cache the kernel can
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 CHILD = """
 import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-from workflow_scripts.datasets import prepare_dataset
+from workflow_scripts.data.datasets import prepare_dataset
 started = time.perf_counter()
 meta = prepare_dataset("cifar100", {size}, {out!r}, {resources!r}, False, {val_fraction}, 0.15, seed=0)
 print("RESULT " + json.dumps({{"prepare_s": time.perf_counter() - started, "counts": meta["counts"]}}))

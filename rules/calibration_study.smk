@@ -3,15 +3,7 @@
 # rules, per-layer sensitivity, the int8-auto mixed-precision fallback, and a summary.
 # Calibrate once, reuse: per model one pre-processed graph (prepared.onnx) and per model x calibration
 # image set one statistics artifact (ranges + histograms), which every variant of that set reads.
-from workflow_scripts.calibration_variants import (  # noqa: E402
-    AUTO_VARIANT,
-    NNCF_VARIANT,
-    VARIANT_REGEX,
-    expand_variants,
-    parse_variant,
-    study_cells,
-    variant_labels,
-)
+from workflow_scripts.calibration_study.variants import AUTO_VARIANT, NNCF_VARIANT, VARIANT_REGEX, expand_variants, parse_variant, study_cells, variant_labels
 
 STUDY = config.get("calibration_study", {})
 STUDY_DIR = f"{RESULTS}/{DEVICE}/{BACKEND}/calibration_study"

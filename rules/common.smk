@@ -10,13 +10,13 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 # Only light modules here: planning never imports pandas, scipy, TensorFlow or a runtime.
-from workflow_scripts import paths, registry  # noqa: E402
-from workflow_scripts.config import check_config, check_renamed_keys, coerce_cli_values, rule_settings  # noqa: E402
-from workflow_scripts.device import detect_device_tag  # noqa: E402
-from workflow_scripts.placement import check_placement, probe_backends_while_planning, stage_placement  # noqa: E402
-from workflow_scripts.errors import ConfigError  # noqa: E402
-from workflow_scripts.config_checks import check_duplicate_keys, check_threads  # noqa: E402
-from workflow_scripts.user_inputs import check_user_matrix, user_models_of  # noqa: E402
+from workflow_scripts.core import paths, registry
+from workflow_scripts.core.config import check_config, check_renamed_keys, coerce_cli_values, rule_settings
+from workflow_scripts.core.device import detect_device_tag
+from workflow_scripts.fleet.placement import check_placement, probe_backends_while_planning, stage_placement
+from workflow_scripts.core.errors import ConfigError
+from workflow_scripts.core.config_checks import check_duplicate_keys, check_threads
+from workflow_scripts.data.user_inputs import check_user_matrix, user_models_of
 
 
 def schema_error_message(exc):
@@ -106,7 +106,7 @@ if PROBE_BACKENDS and "onnxruntime" in BACKENDS and config["onnxruntime"]["reduc
     # Resolved here, for the CPU that runs the jobs, so it is part of every ORT INT8 row's settings.
     # (Planning for a device placed on other nodes, the job resolves it on its node and records the
     # choice in its build row: int8_reduce_range.)
-    from workflow_scripts.backends.onnxruntime_backend import resolve_int8_settings
+    from workflow_scripts.backends.onnxruntime import resolve_int8_settings
 
     config["onnxruntime"]["reduce_range"] = resolve_int8_settings(config["onnxruntime"])["reduce_range"]
 # The backend of the ONNX Runtime-only parts (the calibration study), and its engine suffix.
@@ -323,7 +323,7 @@ def summary_rule_inputs():
 
 def summary_params():
     """What the summary job needs besides its inputs: where to look for other devices, the seed."""
-    from workflow_scripts.discovery import results_fingerprint
+    from workflow_scripts.summary.discovery import results_fingerprint
 
     files = summary_rule_inputs()
     return {
@@ -352,7 +352,7 @@ def calibration_prepared_of(w):
 
 def calibration_statistics_of(w):
     """The calibration study's statistics artifact of a variant's calibration image set."""
-    from workflow_scripts.calibration_variants import parse_variant
+    from workflow_scripts.calibration_study.variants import parse_variant
 
     n = parse_variant(w.variant).num_images
     return f"{paths.ENGINE_DIR.format(**w)}/calibration/statistics-n{n}.npz"

@@ -1,4 +1,4 @@
-# The latency runoff (workflow_scripts/runoff.py, docs/decision.md): per device, dataset and model, every
+# The latency runoff (workflow_scripts/stages/runoff.py, docs/decision.md): per device, dataset and model, every
 # engine of the matrix re-measured in config runoff.rounds interleaved rounds (a fresh runner per visit,
 # rotated order), so drift hits every candidate alike. Its between-round spread is the latency
 # uncertainty of the summary, claims, figures and decision. One table per model, beside its ONNX export:

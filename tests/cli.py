@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from workflow_scripts import paths
-from workflow_scripts.device import detect_device_tag
+from workflow_scripts.core import paths
+from workflow_scripts.core.device import detect_device_tag
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "Snakefile"

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """scikit-learn's digits, split and stored at 32x32 like the quickstart does."""
-    from workflow_scripts.datasets import prepare_dataset
+    from workflow_scripts.data.datasets import prepare_dataset
 
     out = tmp_path_factory.mktemp("data") / "digits_32px"
     prepare_dataset("digits", 32, out, tmp_path_factory.mktemp("resources"), True, 0.15, 0.15, seed=0)
@@ -31,7 +31,7 @@ def digits_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, digits_dir):
     """MobileNetV3Small trained for two epochs on digits at 32x32 by the workflow's own train_model."""
-    from workflow_scripts.train import train_model
+    from workflow_scripts.stages.train import train_model
 
     folder = tmp_path_factory.mktemp("model")
     history = train_model(digits_dir, "MobileNetV3Small", folder / "model.keras", folder / "history.parquet",
@@ -48,8 +48,8 @@ def keras_model_path(trained) -> Path:
 @pytest.fixture(scope="session")
 def onnx_path(tmp_path_factory, keras_model_path) -> Path:
     """The ONNX export of ``keras_model_path``."""
-    from workflow_scripts.export import convert_to_onnx
-    from workflow_scripts.models import load_keras_model
+    from workflow_scripts.stages.export import convert_to_onnx
+    from workflow_scripts.models.zoo import load_keras_model
 
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     convert_to_onnx(load_keras_model(keras_model_path), path, opset=17)

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 from tests.test_decision import write_quickstart_like
-from workflow_scripts import decision as dm
-from workflow_scripts import report_html, run_summary
-from workflow_scripts.progress import Progress
+from workflow_scripts.decision import decide as dm
+from workflow_scripts.figures import report_html
+from workflow_scripts.summary import run_summary
+from workflow_scripts.core.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER = re.compile(r"^(MobileNetV3Small|DenseNet169) on digits: deploy (onnxruntime|litert|openvino) (fp32|fp16|int8) — "
@@ -215,7 +216,7 @@ def test_progress_by_tenths_of_a_known_total(caplog):
 
 
 def test_a_long_latency_measurement_says_where_it_is(monkeypatch, caplog):
-    from workflow_scripts import latency
+    from workflow_scripts.stages import latency
 
     clock = FakeClock()
 
@@ -223,7 +224,7 @@ def test_a_long_latency_measurement_says_where_it_is(monkeypatch, caplog):
         clock.now += 0.5  # a 0.5 s task
 
     monkeypatch.setattr(latency.time, "perf_counter", clock)
-    monkeypatch.setattr("workflow_scripts.progress.time.monotonic", clock)
+    monkeypatch.setattr("workflow_scripts.core.progress.time.monotonic", clock)
     with caplog.at_level(logging.INFO, logger=latency.log.name):
         samples = latency.measure(run, None, warmup=0, iterations=10, min_duration_s=30.0, tasks_needed=0)
     assert len(samples) == 60
@@ -248,8 +249,8 @@ def _console(tmp_path):
 def test_fp16_truncation_warnings_become_one_line_and_nvml_none(tmp_path):
     handler, stream = _console(tmp_path)
     warnings_log = logging.getLogger("py.warnings")
-    monitor = logging.getLogger("workflow_scripts.gpu_monitor")
-    runoff_log = logging.getLogger("workflow_scripts.runoff")
+    monitor = logging.getLogger("workflow_scripts.measure.gpu_monitor")
+    runoff_log = logging.getLogger("workflow_scripts.stages.runoff")
     levels = {logger: logger.level for logger in (warnings_log, monitor, runoff_log)}
     for logger in levels:
         logger.addHandler(handler)
@@ -269,11 +270,11 @@ def test_fp16_truncation_warnings_become_one_line_and_nvml_none(tmp_path):
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines
     assert lines[0].startswith("py.warnings: FP16 conversion (onnxconverter-common): float32 values too small")
-    assert lines[1] == "workflow_scripts.runoff: latency runoff: 10/54 measurements (19%)"
+    assert lines[1] == "workflow_scripts.stages.runoff: latency runoff: 10/54 measurements (19%)"
 
 
 def test_a_noise_reason_never_reads_the_limit_over_itself():
-    from workflow_scripts.noise import noise_reason
+    from workflow_scripts.measure.noise import noise_reason
 
     noisy, reason = noise_reason(0.1004, 0.0, 0.0)
     assert noisy and reason.startswith("IQR/median 0.1004 > 0.10")

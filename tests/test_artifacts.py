@@ -1,8 +1,8 @@
 import pytest
 
-from workflow_scripts.artifacts import atomic_path, write_text
-from workflow_scripts.compression import timed_stage
-from workflow_scripts.monitor import ResourceMonitor
+from workflow_scripts.core.artifacts import atomic_path, write_text
+from workflow_scripts.measure.compression import timed_stage
+from workflow_scripts.measure.monitor import ResourceMonitor
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from tests.cli import TINY, job_counts, snakemake, tiny
-from workflow_scripts import paths, registry
-from workflow_scripts.device import detect_device_tag
+from workflow_scripts.core import paths, registry
+from workflow_scripts.core.device import detect_device_tag
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from tests.archive_factory import make_cifar100_python_archive
-from workflow_scripts.device import detect_device_tag
-from workflow_scripts.errors import ConfigError, DatasetUnavailable, EdgePTQError
+from workflow_scripts.core.device import detect_device_tag
+from workflow_scripts.core.errors import ConfigError, DatasetUnavailable, EdgePTQError
 from tests.cli import DATA, MODEL_DIR, REPO, SNAKEFILE, TINY, job_counts, output_of, snakemake, snakemake_command
 
 
@@ -170,7 +170,7 @@ def test_read_only_results_dir_fails_at_planning_time(below):
 
 
 def test_backend_options_accepts_what_onnxruntime_can_do():
-    from workflow_scripts.registry import check_backend_config as check_backend_options
+    from workflow_scripts.core.registry import check_backend_config as check_backend_options
 
     for method in ("entropy", "minmax", "percentile"):
         check_backend_options("onnxruntime", {"precisions": ["fp32", "int8"], "calibration": {"method": method}})
@@ -178,7 +178,7 @@ def test_backend_options_accepts_what_onnxruntime_can_do():
 
 @pytest.mark.parametrize("method", ["percentile", "minmax"])
 def test_tensorrt_refuses_a_calibration_method_it_cannot_do(method):
-    from workflow_scripts.registry import check_backend_config as check_backend_options
+    from workflow_scripts.core.registry import check_backend_config as check_backend_options
 
     config = {"precisions": ["fp32", "int8"], "calibration": {"method": method},
               "tensorrt": {"int8_mode": "calibration"}}
@@ -190,7 +190,7 @@ def test_tensorrt_refuses_a_calibration_method_it_cannot_do(method):
 
 
 def test_tensorrt_calibration_method_matters_only_when_it_calibrates():
-    from workflow_scripts.registry import check_backend_config as check_backend_options
+    from workflow_scripts.core.registry import check_backend_config as check_backend_options
 
     check_backend_options("tensorrt", {"precisions": ["fp32", "int8"], "calibration": {"method": "entropy"}})
     # No int8, or explicit Q/DQ int8: TensorRT never calibrates, so the method is irrelevant.
@@ -201,7 +201,7 @@ def test_tensorrt_calibration_method_matters_only_when_it_calibrates():
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
 def test_backend_refuses_an_unknown_precision(backend):
-    from workflow_scripts.registry import check_backend_config as check_backend_options
+    from workflow_scripts.core.registry import check_backend_config as check_backend_options
 
     with pytest.raises(ConfigError, match=r"'precisions'.*int4.*use a subset of"):
         check_backend_options(backend, {"precisions": ["fp32", "int4"], "calibration": {}})
@@ -377,9 +377,9 @@ def nhwc_model(tmp_path: Path, threshold: float, name: str = "nan.onnx", size: i
 def test_engine_with_nan_outputs_is_counted_not_fatal(tmp_path, digits_dir):
     import pandas as pd
 
-    from workflow_scripts.backends.onnxruntime_backend import load_runner
-    from workflow_scripts.data_io import open_split
-    from workflow_scripts.evaluate import evaluate
+    from workflow_scripts.backends.onnxruntime import load_runner
+    from workflow_scripts.data.data_io import open_split
+    from workflow_scripts.stages.evaluate import evaluate
 
     images, _ = open_split(digits_dir, "test")
     means = np.sort(np.asarray(images, dtype=np.float64).mean(axis=(1, 2, 3)))
@@ -437,7 +437,7 @@ def build_args(tmp_path: Path, onnx_path: Path, data_dir: Path, precision: str, 
 
 @pytest.mark.parametrize("damage", ["checker", "truncated"])
 def test_invalid_onnx_is_refused_before_the_engine_build(tmp_path, digits_dir, damage):
-    from workflow_scripts.engine import InvalidOnnxModel, build_engine_benchmark, check_onnx_model
+    from workflow_scripts.stages.engine import InvalidOnnxModel, build_engine_benchmark, check_onnx_model
 
     if damage == "checker":
         path = invalid_onnx(tmp_path)
@@ -455,8 +455,8 @@ def test_invalid_onnx_is_refused_before_the_engine_build(tmp_path, digits_dir, d
 
 
 def test_calibration_larger_than_the_train_split_names_key_and_maximum(tmp_path, digits_dir):
-    from workflow_scripts.data_io import open_split
-    from workflow_scripts.engine import build_engine_benchmark
+    from workflow_scripts.data.data_io import open_split
+    from workflow_scripts.stages.engine import build_engine_benchmark
 
     available = len(open_split(digits_dir, "train")[1])
     onnx_path = nhwc_model(tmp_path, 1.0, name="model.onnx")
@@ -471,7 +471,7 @@ def test_calibration_larger_than_the_train_split_names_key_and_maximum(tmp_path,
 
 
 def test_a_model_whose_input_is_not_the_configured_size_is_refused_at_the_build(tmp_path, digits_dir):
-    from workflow_scripts.engine import InvalidOnnxModel, build_engine_benchmark
+    from workflow_scripts.stages.engine import InvalidOnnxModel, build_engine_benchmark
 
     path = nhwc_model(tmp_path, 1.0, name="model.onnx", size=64)  # the prepared data are 32x32
     with pytest.raises(InvalidOnnxModel) as err:
@@ -482,7 +482,7 @@ def test_a_model_whose_input_is_not_the_configured_size_is_refused_at_the_build(
 
 
 def test_a_keras_model_of_another_size_is_refused_too(tmp_path, keras_model_path):
-    from workflow_scripts.engine import InvalidOnnxModel, check_input_size, source_input_hw
+    from workflow_scripts.stages.engine import InvalidOnnxModel, check_input_size, source_input_hw
 
     assert source_input_hw(keras_model_path) == (32, 32)
     check_input_size(keras_model_path, 32)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow_scripts import device, registry
-from workflow_scripts.errors import ConfigError
+from workflow_scripts.core import device, registry
+from workflow_scripts.core.errors import ConfigError
 
 NO_BF16_FLAGS = {"fpu", "sse4_2", "avx2", "avx512f", "avx512_vnni"}  # an AVX-512 CPU without BF16 (Cascade Lake)
 
@@ -72,7 +72,7 @@ def test_an_arm_cpu_and_an_unreadable_one_are_refused_with_a_reason(monkeypatch)
 
 
 def test_openvino_runner_precision_hint_for_bf16(cpu_without_bf16):
-    ovb = pytest.importorskip("workflow_scripts.backends.openvino_backend")
+    ovb = pytest.importorskip("workflow_scripts.backends.openvino")
     assert ovb.inference_precision("bf16", ["FP32", "BF16", "INT8"]) == "bf16"
     assert ovb.inference_precision("fp32", ["FP32", "BF16", "INT8"]) == "f32"  # never the plugin's default
     with pytest.raises(ConfigError, match=r"bf16 engine.*no BF16.*avx512_bf16"):
@@ -80,8 +80,8 @@ def test_openvino_runner_precision_hint_for_bf16(cpu_without_bf16):
 
 
 def test_the_schema_and_the_figures_know_bf16():
-    from workflow_scripts.config import load_schema
-    from workflow_scripts.plots_base import PRECISION_ORDER, QUANTIZED, _colors
+    from workflow_scripts.core.config import load_schema
+    from workflow_scripts.figures.plots_base import PRECISION_ORDER, QUANTIZED, _colors
 
     assert "bf16" in load_schema()["properties"]["precisions"]["items"]["enum"]
     assert PRECISION_ORDER.index("fp16") < PRECISION_ORDER.index("bf16") < PRECISION_ORDER.index("int8")
@@ -136,7 +136,7 @@ def tiny_onnx(tmp_path_factory):
 
 
 def test_bf16_ir_builds_anywhere_as_fp32_weights_recording_bf16(tiny_onnx, tmp_path):
-    from workflow_scripts.backends import openvino_backend as ovb
+    from workflow_scripts.backends import openvino as ovb
 
     import openvino as ov
 
@@ -148,7 +148,7 @@ def test_bf16_ir_builds_anywhere_as_fp32_weights_recording_bf16(tiny_onnx, tmp_p
 
 @needs_bf16_cpu
 def test_a_real_bf16_engine_runs_in_bf16_and_agrees_with_fp32(tiny_onnx, tmp_path):
-    from workflow_scripts.backends import openvino_backend as ovb
+    from workflow_scripts.backends import openvino as ovb
 
     engines = {p: tmp_path / f"{p}.xml" for p in ("fp32", "bf16")}
     for precision, path in engines.items():

@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, create_calibrator
 
-from workflow_scripts import calibrate
-from workflow_scripts.backends import onnxruntime_backend as ort_backend
+from workflow_scripts.backends.onnxruntime import calibrate
+from workflow_scripts.backends import onnxruntime as ort_backend
 
 
 def _ort_histogram(batches: list[np.ndarray], num_bins: int = 128):
@@ -131,9 +131,9 @@ def test_thresholds_and_top1_agree_with_orts_calibrator_on_a_trained_model(tmp_p
     Intel Xeon with AMX; 99.1% within 2, max 5.0 on an AMD EPYC, whose training gives another model);
     the INT8 model predicts the same class as the one built with ORT's calibrator on >= 98% of test images and
     loses at most one test image more."""
-    from workflow_scripts.calibration_study import split_correctness
-    from workflow_scripts.data_io import iter_batches
-    from workflow_scripts.engine import calibration_source
+    from workflow_scripts.calibration_study.study import split_correctness
+    from workflow_scripts.data.data_io import iter_batches
+    from workflow_scripts.stages.engine import calibration_source
 
     batches = calibration_source(digits_dir, 256, 16, 0)
     prepared = ort_backend.prepare_for_quantization(onnx_path, tmp_path / "prepared.onnx")

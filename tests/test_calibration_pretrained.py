@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from workflow_scripts.backends import onnxruntime_backend as ort_backend
-from workflow_scripts.calibration_study import paired_drop, split_correctness
-from workflow_scripts.calibration_variants import parse_variant, variant_options
-from workflow_scripts.engine import calibration_source
-from workflow_scripts.sources import fashion_mnist as fm
+from workflow_scripts.backends import onnxruntime as ort_backend
+from workflow_scripts.calibration_study.study import paired_drop, split_correctness
+from workflow_scripts.calibration_study.variants import parse_variant, variant_options
+from workflow_scripts.stages.engine import calibration_source
+from workflow_scripts.data.sources import fashion_mnist as fm
 
 pytestmark = pytest.mark.slow  # fine-tunes a pretrained model (about a minute)
 
@@ -35,10 +35,10 @@ def lite0_fashion(tmp_path_factory):
     missing = [name for pair in fm.FILES.values() for name in pair if not (fm.DEFAULT_DIR / name).exists()]
     if missing:
         pytest.skip(f"Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): missing {missing}")
-    from workflow_scripts.datasets import prepare_dataset
-    from workflow_scripts.export import convert_to_onnx
-    from workflow_scripts.models import load_keras_model
-    from workflow_scripts.train import train_model
+    from workflow_scripts.data.datasets import prepare_dataset
+    from workflow_scripts.stages.export import convert_to_onnx
+    from workflow_scripts.models.zoo import load_keras_model
+    from workflow_scripts.stages.train import train_model
 
     root = tmp_path_factory.mktemp("lite0")
     data = root / "fashion_mnist_32px"

@@ -11,21 +11,11 @@ import onnx
 import pytest
 import yaml
 
-from workflow_scripts.backends import onnxruntime_backend as ort_backend
-from workflow_scripts.calibration_study import (
-    Variant,
-    check_num_images,
-    expand_variants,
-    paired_drop,
-    parse_variant,
-    prepare_model,
-    resolve_exclusions,
-    split_correctness,
-    variant_options,
-)
-from workflow_scripts.engine import calibration_source
-from workflow_scripts.errors import ConfigError
-from workflow_scripts.sensitivity import layer_sensitivity, ranked_groups
+from workflow_scripts.backends import onnxruntime as ort_backend
+from workflow_scripts.calibration_study.study import Variant, check_num_images, expand_variants, paired_drop, parse_variant, prepare_model, resolve_exclusions, split_correctness, variant_options
+from workflow_scripts.stages.engine import calibration_source
+from workflow_scripts.core.errors import ConfigError
+from workflow_scripts.calibration_study.sensitivity import layer_sensitivity, ranked_groups
 from tests.cli import REPO, job_counts
 
 
@@ -173,7 +163,7 @@ def policy_engines(request, tmp_path_factory, onnx_path, digits_dir):
 
 
 def _scores(path, data_dir) -> np.ndarray:
-    from workflow_scripts.data_io import iter_batches
+    from workflow_scripts.data.data_io import iter_batches
 
     runner = ort_backend.load_runner(path)
     return np.concatenate([runner.run(images) for images, _ in iter_batches(data_dir, "test", 128)])

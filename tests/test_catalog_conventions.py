@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.cli import DEVICE, REPO, SNAKEFILE, job_counts
-from workflow_scripts import paths
+from workflow_scripts.core import paths
 
 
 def test_catalog_file_has_the_documented_usage_keys():
@@ -37,7 +37,7 @@ def test_the_tiny_test_config_is_the_end_to_end_tests_run():
 
 
 def test_test_configs_set_what_the_schema_requires():
-    from workflow_scripts.config import validate_config
+    from workflow_scripts.core.config import validate_config
 
     base = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     validate_config(dict(base))

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from tests.test_decision import write_quickstart_like
-from workflow_scripts import claims as cl
-from workflow_scripts.decision import read_tables
+from workflow_scripts.summary import claims as cl
+from workflow_scripts.decision.decide import read_tables
 
 TABLES = ("latency", "accuracy", "size", "compression_stats", "claims")
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts.config import comparable_settings, settings_hash, validate_config
-from workflow_scripts.errors import ConfigError
+from workflow_scripts.core.config import comparable_settings, settings_hash, validate_config
+from workflow_scripts.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,7 +139,7 @@ def test_results_dir_expands_the_home_folder_as_a_shell_does():
 
 
 def test_weights_per_model_narrow_to_the_rows_model():
-    from workflow_scripts.config import comparable_settings, weights_for
+    from workflow_scripts.core.config import comparable_settings, weights_for
 
     config = validate_config({**BASE, "models": ["EfficientNetLite0", "MobileNetV3Small"],
                               "weights": {"EfficientNetLite0": "imagenet", "default": "none"}})
@@ -153,7 +153,7 @@ def test_weights_per_model_narrow_to_the_rows_model():
 
 
 def test_training_subset_per_model_narrows_to_the_rows_model_and_reads_from_the_command_line():
-    from workflow_scripts.config import coerce_cli_values, comparable_settings
+    from workflow_scripts.core.config import coerce_cli_values, comparable_settings
 
     raw = {**BASE, "models": ["EfficientNetLite0", "MobileNetV3Small", "MobileNetV3Large"],
            "train": {"max_images": {"EfficientNetLite0": "20000", "MobileNetV3Large": "0", "default": "8000"}}}
@@ -175,7 +175,7 @@ def test_training_subset_per_model_narrows_to_the_rows_model_and_reads_from_the_
 def test_a_training_subset_is_stratified_and_seeded():
     import numpy as np
 
-    from workflow_scripts.train import training_subset
+    from workflow_scripts.stages.train import training_subset
 
     labels = np.repeat(np.arange(10), 100)
     chosen = training_subset(labels, 200, seed=0)

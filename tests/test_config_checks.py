@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cli import output_of, snakemake, tiny
-from workflow_scripts.errors import ConfigError
+from workflow_scripts.core.errors import ConfigError
 
 
 def _dry(tmp_path, **config):
@@ -35,7 +35,7 @@ def test_benchmark_threads_above_the_cores_are_refused_at_planning(tmp_path):
 
 
 def test_benchmark_threads_above_the_cores_are_refused():
-    from workflow_scripts.config_checks import check_threads
+    from workflow_scripts.core.config_checks import check_threads
 
     with pytest.raises(ConfigError, match="'benchmark.threads' is 64, but this machine has 2 CPU cores"):
         check_threads({"benchmark": {"threads": 64}}, cores=2)
@@ -55,7 +55,7 @@ WEIGHTS_CASES = [
 
 @pytest.mark.parametrize("override,needle", WEIGHTS_CASES)
 def test_weights_and_training_subsets_are_checked_with_the_config(override, needle):
-    from workflow_scripts.config import validate_config
+    from workflow_scripts.core.config import validate_config
 
     with pytest.raises(ConfigError) as info:
         validate_config({"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"], **override})

@@ -132,7 +132,7 @@ def real_summary() -> Path | None:
 @pytest.fixture(scope="module")
 def synthetic_summary(tmp_path_factory) -> Path:
     from tests.test_decision import write_quickstart_like
-    from workflow_scripts.decision import Budgets, write_decision
+    from workflow_scripts.decision.decide import Budgets, write_decision
 
     out = write_quickstart_like(tmp_path_factory.mktemp("dictionary") / "results", runoff=True)
     # decision.parquet's columns come from the decision code itself.

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from workflow_scripts.data_io import calibration_indices, iter_batches, open_split
-from workflow_scripts.datasets import prepare_dataset, resize_image, stratified_split
-from workflow_scripts.errors import DatasetUnavailable
+from workflow_scripts.data.data_io import calibration_indices, iter_batches, open_split
+from workflow_scripts.data.datasets import prepare_dataset, resize_image, stratified_split
+from workflow_scripts.core.errors import DatasetUnavailable
 
 
 def test_prepared_digits_layout(digits_dir):
@@ -75,8 +75,8 @@ def test_missing_prepared_file_names_it(tmp_path):
 def test_a_dataset_too_small_for_its_splits_names_the_classes_and_the_key():
     import numpy as np
 
-    from workflow_scripts.datasets import stratified_split
-    from workflow_scripts.errors import DatasetUnavailable
+    from workflow_scripts.data.datasets import stratified_split
+    from workflow_scripts.core.errors import DatasetUnavailable
 
     labels = np.array([0, 0, 0, 1, 1, 1, 2])  # class 2 has one image
     with pytest.raises(DatasetUnavailable) as info:
@@ -94,8 +94,8 @@ def test_a_corrupt_prepared_array_names_itself_and_never_unpickles(tmp_path, dig
 
     import numpy as np
 
-    from workflow_scripts.data_io import open_split
-    from workflow_scripts.errors import CorruptArtifact
+    from workflow_scripts.data.data_io import open_split
+    from workflow_scripts.core.errors import CorruptArtifact
 
     folder = tmp_path / "data"
     shutil.copytree(digits_dir, folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workflow_scripts import device
+from workflow_scripts.core import device
 
 
 def test_override_wins_exactly_as_written():
@@ -16,8 +16,8 @@ def test_override_wins_exactly_as_written():
 
 @pytest.mark.parametrize("name", ["Box", "box_1", "jetson xavier", "-x", "a/b", "~"])
 def test_device_names_outside_the_tag_alphabet_are_refused_naming_the_key(name):
-    from workflow_scripts.config import validate_config
-    from workflow_scripts.errors import ConfigError
+    from workflow_scripts.core.config import validate_config
+    from workflow_scripts.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="device"):
         validate_config({"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"], "device": name})
@@ -25,8 +25,8 @@ def test_device_names_outside_the_tag_alphabet_are_refused_naming_the_key(name):
 
 @pytest.mark.parametrize("name", ["summary", "data", "models", "logs", "benchmarks"])
 def test_device_names_of_the_workflows_own_folders_are_refused(name):
-    from workflow_scripts.config import validate_config
-    from workflow_scripts.errors import ConfigError
+    from workflow_scripts.core.config import validate_config
+    from workflow_scripts.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"'device' is '{name}'.*own folders"):
         validate_config({"models": ["MobileNetV3Small"], "datasets": ["digits"], "precisions": ["fp32"], "device": name})

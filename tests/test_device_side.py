@@ -1,4 +1,4 @@
-"""The on-device entry point (workflow_scripts.device_run) end to end on this CPU, with the ONNX Runtime
+"""The on-device entry point (workflow_scripts.fleet.device_run) end to end on this CPU, with the ONNX Runtime
 backend standing in for TensorRT: the same stage functions the rules call, the same file layout.
 Device-side: runs under Python 3.8/3.10 without TensorFlow or Snakemake."""
 
@@ -15,7 +15,7 @@ import yaml
 pytest.importorskip("onnxruntime")
 pd = pytest.importorskip("pandas")
 
-from workflow_scripts import device_run  # noqa: E402
+from workflow_scripts.fleet import device_run
 
 pytestmark = pytest.mark.device
 

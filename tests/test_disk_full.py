@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.cli import TINY, snakemake
-from workflow_scripts.errors import DiskFull
+from workflow_scripts.core.errors import DiskFull
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def leftovers(folder: Path) -> list[Path]:
 
 
 def test_preparing_data_on_a_short_disk_names_the_space_needed(small_disk):
-    from workflow_scripts.datasets import prepare_dataset
+    from workflow_scripts.data.datasets import prepare_dataset
 
     out = small_disk / "data" / "digits_224px"
     with pytest.raises(DiskFull) as info:
@@ -45,7 +45,7 @@ def test_preparing_data_on_a_short_disk_names_the_space_needed(small_disk):
 
 
 def test_an_atomic_write_that_fills_the_disk_leaves_no_scratch(small_disk):
-    from workflow_scripts.artifacts import write_parquet, write_text
+    from workflow_scripts.core.artifacts import write_parquet, write_text
 
     (small_disk / "filler").write_bytes(b"\0" * (2 * 2**20 - 64 * 1024))
     with pytest.raises(DiskFull, match=str(small_disk)):
@@ -70,7 +70,7 @@ def test_an_openvino_engine_write_that_fills_the_disk_is_named_not_an_iostream_e
     """OpenVINO reports a failed write as 'basic_ios::clear: iostream error'; the build says DiskFull,
     naming the engine, its folder and the rebuild command, and leaves no IR folder behind."""
     from tests.test_engine_integrity import small_onnx
-    from workflow_scripts.backends import openvino_backend
+    from workflow_scripts.backends import openvino as openvino_backend
 
     onnx_path = small_onnx(small_disk.parent / "model.onnx", hidden=1000)  # 12 MB of weights, 2 MB of disk
     engine = small_disk / "engines" / ".tmp-x1y2z3-fp32.xml"  # the scratch name a timed build passes

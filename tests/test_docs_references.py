@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts import registry
+from workflow_scripts.core import registry
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = sorted((REPO / "docs").glob("*.md"))
@@ -77,6 +77,13 @@ def python_target(dotted: list[str]) -> tuple[Path, list[str]] | None:
     return None
 
 
+def module_by_name(dotted: list[str]) -> tuple[Path, list[str]] | None:
+    """The module named ``dotted[0]`` in any package of workflow_scripts (docs name modules by their short
+    name: ``device.CUDA_CORES`` is workflow_scripts/core/device.py), and the rest of the name."""
+    matches = sorted(REPO.joinpath("workflow_scripts").rglob(f"{dotted[0]}.py"))
+    return (matches[0], dotted[1:]) if len(matches) == 1 else None
+
+
 def schema_has(keys: list[str]) -> bool:
     node = SCHEMA
     for key in keys:
@@ -122,7 +129,7 @@ def problem(text: str) -> str | None:
     if dotted[0] in SCHEMA["properties"]:
         if schema_has(dotted):
             return None
-        found = python_target(["workflow_scripts", *dotted])
+        found = module_by_name(dotted) or python_target(["workflow_scripts", *dotted])
         if found is not None and len(found[1]) < len(dotted) and (not found[1] or found[1][0] in defined_names(found[0])):
             return None
         if dotted[0] in registry.BACKENDS:  # a backend's options block shares its name with the runtime's package

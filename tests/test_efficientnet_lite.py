@@ -9,8 +9,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from workflow_scripts import efficientnet_lite as el
-from workflow_scripts.errors import ConfigError, ModelLoadError
+from workflow_scripts.models import efficientnet_lite as el
+from workflow_scripts.core.errors import ConfigError, ModelLoadError
 
 pytestmark = pytest.mark.slow  # builds and converts real models (tens of seconds)
 
@@ -129,7 +129,7 @@ def test_missing_package_names_it(monkeypatch):
 
 @needs_package("EfficientNetLite0")
 def test_wrong_state_dicts_refused():
-    from workflow_scripts.torch_weights import load_state_dict
+    from workflow_scripts.models.torch_weights import load_state_dict
 
     state = load_state_dict(el.packaged_weights_path("EfficientNetLite0"))
     backbone = el.build_backbone("EfficientNetLite0", 32)
@@ -152,8 +152,8 @@ def test_wrong_state_dicts_refused():
 def test_transfer_model_frozen_and_unfrozen(tmp_path):
     import keras
 
-    from workflow_scripts.models import load_keras_model
-    from workflow_scripts.torch_weights import load_state_dict
+    from workflow_scripts.models.zoo import load_keras_model
+    from workflow_scripts.models.torch_weights import load_state_dict
 
     frozen = el.build_transfer_model(10, 32, "imagenet", freeze_backbone=True, batchnorm_momentum=0.9)
     assert frozen.name == "EfficientNetLite0_classifier" and frozen.input.name == "images"
@@ -193,7 +193,7 @@ def test_transfer_model_frozen_and_unfrozen(tmp_path):
 def test_tf2onnx_export_agrees_with_keras(lite0_imagenet, tmp_path):
     import onnxruntime as ort
 
-    from workflow_scripts.export import convert_to_onnx
+    from workflow_scripts.stages.export import convert_to_onnx
 
     path = tmp_path / "lite0.onnx"
     convert_to_onnx(lite0_imagenet, path, opset=17)

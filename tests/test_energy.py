@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import energy
+from workflow_scripts.measure import energy
 
 
 def powercap(root, zones):

@@ -6,7 +6,7 @@ check is static.
 
 The rule, for each rule of rules/*.smk (``use rule`` inherits script and environment; a rule whose
 environment is its backend's, ``backend_env`` or the registry entry's ``env``, is checked once per
-backend of ``workflow_scripts/registry.py``):
+backend of ``workflow_scripts/core/registry.py``):
 
 1. The code a job runs is found from its shim by an AST walk over ``workflow_scripts``: the shim's
    module-level code is reached; importing a module reaches its module-level code and its parent
@@ -44,7 +44,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from workflow_scripts import registry
+from workflow_scripts.core import registry
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "workflow_scripts"
@@ -77,10 +77,10 @@ def _backend_modules(names) -> set[str]:
 # (module, function) whose call imports a module by computed name -> what it may import; "BACKEND" is
 # resolved per rule (point 3 of the module docstring).
 DYNAMIC = {
-    (f"{PACKAGE}.registry", "load"): "BACKEND",
-    (f"{PACKAGE}.registry", "dataset_loader"): {f"{PACKAGE}.sources.{d.loader.partition(':')[0]}"
+    (f"{PACKAGE}.core.registry", "load"): "BACKEND",
+    (f"{PACKAGE}.core.registry", "dataset_loader"): {f"{PACKAGE}.data.sources.{d.loader.partition(':')[0]}"
                                                 for d in registry.DATASETS.values()},
-    (f"{PACKAGE}.registry", "model_builder"): {f"{PACKAGE}.{m.builder.partition(':')[0]}"
+    (f"{PACKAGE}.core.registry", "model_builder"): {f"{PACKAGE}.{m.builder.partition(':')[0]}"
                                                for m in registry.MODELS.values() if ":" in m.builder},
 }
 RUNOFF_ENV = "envs/latency_runoff.yaml"

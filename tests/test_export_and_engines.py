@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from workflow_scripts.backends import onnxruntime_backend as ort_backend
-from workflow_scripts.data_io import iter_batches
-from workflow_scripts.engine import calibration_source
-from workflow_scripts.export import ParityError, check_parity
-from workflow_scripts.models import load_keras_model
+from workflow_scripts.backends import onnxruntime as ort_backend
+from workflow_scripts.data.data_io import iter_batches
+from workflow_scripts.stages.engine import calibration_source
+from workflow_scripts.stages.export import ParityError, check_parity
+from workflow_scripts.models.zoo import load_keras_model
 
 
 @pytest.fixture(scope="module")

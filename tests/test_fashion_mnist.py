@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from workflow_scripts.datasets import plan_splits, resize_image
-from workflow_scripts.errors import DatasetUnavailable
-from workflow_scripts.sources import fashion_mnist as fm
+from workflow_scripts.data.datasets import plan_splits, resize_image
+from workflow_scripts.core.errors import DatasetUnavailable
+from workflow_scripts.data.sources import fashion_mnist as fm
 
 REAL = fm.DEFAULT_DIR
 NAMES = [name for pair in fm.FILES.values() for name in pair]

@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import quant_utils
 
-from workflow_scripts import fast_quantize
-from workflow_scripts.backends import onnxruntime_backend as ort_backend
+from workflow_scripts.backends.onnxruntime import fast_quantize
+from workflow_scripts.backends import onnxruntime as ort_backend
 
 
 def _weights(dtype, seed=0):
@@ -124,7 +124,7 @@ def test_patches_are_restored_on_exit():
 @pytest.mark.parametrize("options", [{"method": "entropy"}, {"method": "minmax", "symmetric_activations": True}],
                          ids=["default", "symmetric"])
 def test_byte_identical_on_the_trained_quickstart_model(tmp_path, onnx_path, digits_dir, options):
-    from workflow_scripts.engine import calibration_source
+    from workflow_scripts.stages.engine import calibration_source
 
     outputs = _both(onnx_path, tmp_path, calibration_source(digits_dir, 64, 16, 0), options)
     assert outputs[True] == outputs[False]

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from workflow_scripts.errors import DatasetUnavailable
-from workflow_scripts.fetch import ensure_file
+from workflow_scripts.core.errors import DatasetUnavailable
+from workflow_scripts.data.fetch import ensure_file
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

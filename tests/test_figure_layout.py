@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from tests.test_decision import write_quickstart_like
-from workflow_scripts import plots
-from workflow_scripts.decision import read_tables
-from workflow_scripts.plots_decision import readable_log_ticks
-from workflow_scripts.registry import BACKENDS
+from workflow_scripts.figures import plots
+from workflow_scripts.decision.decide import read_tables
+from workflow_scripts.figures.plots_decision import readable_log_ticks
+from workflow_scripts.core.registry import BACKENDS
 
 TABLES = ("latency", "accuracy", "size", "resources", "compression_stats", "compression_resources")
 

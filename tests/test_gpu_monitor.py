@@ -29,8 +29,8 @@ import pytest
 
 pytestmark = pytest.mark.device
 
-from workflow_scripts import gpu_monitor
-from workflow_scripts.gpu_monitor import TegrastatsSampler, make_gpu_sampler, parse_tegrastats_line
+from workflow_scripts.measure import gpu_monitor
+from workflow_scripts.measure.gpu_monitor import TegrastatsSampler, make_gpu_sampler, parse_tegrastats_line
 
 XAVIER_NX_JP5 = (
     "RAM 2690/6854MB (lfb 6x1MB) SWAP 479/3427MB (cached 3MB) "
@@ -228,7 +228,7 @@ def test_tegrastats_lines_arrive_while_it_runs_not_at_exit(tmp_path, monkeypatch
 
 
 def test_make_gpu_sampler_returns_none_on_this_machine():
-    from workflow_scripts.device import jetson_model, nvidia_gpu_name
+    from workflow_scripts.core.device import jetson_model, nvidia_gpu_name
 
     if jetson_model() or nvidia_gpu_name():
         pytest.skip("this machine has an NVIDIA GPU; the None case cannot be observed")

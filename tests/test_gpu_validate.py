@@ -14,8 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import tensorrt_stub  # noqa: E402
 
-from workflow_scripts import gpu_validate  # noqa: E402
-from workflow_scripts.backends import tensorrt as trt_backend  # noqa: E402
+from workflow_scripts.fleet import gpu_validate
+from workflow_scripts.backends import tensorrt as trt_backend
 
 pytestmark = pytest.mark.device
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ def run_validate(extra_path=None):
     env = dict(os.environ)
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join([str(extra_path), str(REPO)])
-    done = subprocess.run([sys.executable, "-m", "workflow_scripts.gpu_validate", "--iterations", "5"],
+    done = subprocess.run([sys.executable, "-m", "workflow_scripts.fleet.gpu_validate", "--iterations", "5"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     return done.returncode, records

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from workflow_scripts.rescue_search import prefix_limit, search_float_groups
+from workflow_scripts.calibration_study.rescue_search import prefix_limit, search_float_groups
 
 
 def required(needed: set[str], calls: list):
@@ -150,17 +150,17 @@ def tiny_study(tmp_path_factory):
 
 def test_int8_auto_judges_on_validation_and_never_reads_the_test_split(tiny_study, tmp_path):
     """run_int8_auto on a data folder with no test split at all: every step is a validation verdict."""
-    from workflow_scripts.backends import onnxruntime_backend as ort_backend
-    from workflow_scripts.calibration_presets import prepare_model
-    from workflow_scripts.engine import calibration_source
-    from workflow_scripts.int8_auto import run_int8_auto
-    from workflow_scripts.sensitivity import layer_sensitivity
+    from workflow_scripts.backends import onnxruntime as ort_backend
+    from workflow_scripts.calibration_study.presets import prepare_model
+    from workflow_scripts.stages.engine import calibration_source
+    from workflow_scripts.calibration_study.int8_auto import run_int8_auto
+    from workflow_scripts.calibration_study.sensitivity import layer_sensitivity
 
     root, model, data = tiny_study
     assert not list(data.glob("test_*"))
     start = "minmax-n8-pt-asym-none"
     qdq = tmp_path / "start.onnx"
-    from workflow_scripts.calibration_variants import parse_variant, variant_options
+    from workflow_scripts.calibration_study.variants import parse_variant, variant_options
 
     ort_backend.build_engine(model, qdq, "int8", calibration_source(data, 8, 8, 0),
                              variant_options(parse_variant(start), [], [], 8), None)
@@ -190,7 +190,7 @@ def test_int8_auto_judges_on_validation_and_never_reads_the_test_split(tiny_stud
 # --- the comparison: NNCF's accuracy control on the same tiny model and validation images ---------------
 
 def test_nncf_report_lines_are_parsed():
-    from workflow_scripts.nncf_rescue import parse_report
+    from workflow_scripts.backends.openvino.nncf_rescue import parse_report
 
     report = parse_report([
         "Metric of initial model: 0.9",
@@ -206,8 +206,8 @@ def test_nncf_report_lines_are_parsed():
 
 
 def test_nncf_rescue_runs_on_validation_only_and_saves_a_loadable_engine(tiny_study, tmp_path):
-    from workflow_scripts.backends import openvino_backend as ovb
-    from workflow_scripts.nncf_rescue import run_nncf_rescue
+    from workflow_scripts.backends import openvino as ovb
+    from workflow_scripts.backends.openvino.nncf_rescue import run_nncf_rescue
 
     root, model, data = tiny_study
     assert not list(data.glob("test_*"))  # NNCF's validation dataset is the validation split
@@ -234,11 +234,11 @@ def test_weight_sqnr_sees_per_tensor_scales_that_the_accumulated_error_hides(tin
     the ranking's score is at least the SQNR lost across each group."""
     import onnx
 
-    from workflow_scripts.backends import onnxruntime_backend as ort_backend
-    from workflow_scripts.calibration_presets import prepare_model
-    from workflow_scripts.calibration_variants import parse_variant, variant_options
-    from workflow_scripts.engine import calibration_source
-    from workflow_scripts.sensitivity import SQNR_CAP_DB, layer_sensitivity, weight_sqnr
+    from workflow_scripts.backends import onnxruntime as ort_backend
+    from workflow_scripts.calibration_study.presets import prepare_model
+    from workflow_scripts.calibration_study.variants import parse_variant, variant_options
+    from workflow_scripts.stages.engine import calibration_source
+    from workflow_scripts.calibration_study.sensitivity import SQNR_CAP_DB, layer_sensitivity, weight_sqnr
 
     _, model, data = tiny_study
     prepared = prepare_model(model, tmp_path / "prepared.onnx")

@@ -162,7 +162,7 @@ def test_interrupted_training_resumes(upstream, tmp_path):
     workdir = interrupt_and_resume(upstream, tmp_path, TINY, outputs[0], outputs,
                                    log=log_of("train_model", "model"),
                                    watch=MODEL_DIR, settle_s=3.0)
-    from workflow_scripts.models import load_keras_model
+    from workflow_scripts.models.zoo import load_keras_model
 
     model = load_keras_model(workdir / outputs[0])
     assert model.output_shape == (None, 10)
@@ -191,7 +191,7 @@ def test_interrupted_int8_calibration_resumes(upstream, tmp_path):
     workdir = interrupt_and_resume(upstream, tmp_path, config, outputs[0], outputs,
                                    log=log_of("build_engine", "engine", "int8"),
                                    watch=ENGINE_DIR, settle_s=1.0)
-    from workflow_scripts.backends.onnxruntime_backend import count_ops, load_runner
+    from workflow_scripts.backends.onnxruntime import count_ops, load_runner
 
     assert count_ops(workdir / outputs[0]).get("QuantizeLinear", 0) > 0
     runner = load_runner(workdir / outputs[0], 1)
@@ -287,9 +287,9 @@ def assert_matrix_consistent(workdir: Path) -> None:
     """Every engine of the matrix present (companions too), equal to the digest its build recorded and
     to the summary's rows; every measurement newer than its engine; nothing half-written left."""
     from tests.cli import DEVICE
-    from workflow_scripts import paths
-    from workflow_scripts.engine_check import engine_digests
-    from workflow_scripts.registry import backend as backend_entry
+    from workflow_scripts.core import paths
+    from workflow_scripts.stages.engine_check import engine_digests
+    from workflow_scripts.core.registry import backend as backend_entry
 
     results = workdir / "results"
     compression = pd.read_parquet(results / "summary" / "compression.parquet")

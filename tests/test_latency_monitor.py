@@ -3,8 +3,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.latency import measure, summarize_latency
-from workflow_scripts.monitor import ResourceMonitor, summarize_resources
+from workflow_scripts.stages.latency import measure, summarize_latency
+from workflow_scripts.measure.monitor import ResourceMonitor, summarize_resources
 
 
 def test_latency_statistics_match_numpy():
@@ -61,7 +61,7 @@ def test_summarize_resources_ignores_labels():
 def test_device_breakdown_uses_timed_infer_when_present():
     from types import SimpleNamespace
 
-    from workflow_scripts.latency import device_breakdown
+    from workflow_scripts.stages.latency import device_breakdown
 
     class CpuRunner:
         def run(self, batch):
@@ -89,7 +89,7 @@ def test_monitor_counts_a_busy_child_process_and_lists_children_once_a_second():
     import sys
     import time
 
-    from workflow_scripts.monitor import ResourceMonitor
+    from workflow_scripts.measure.monitor import ResourceMonitor
 
     child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
     try:

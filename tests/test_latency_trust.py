@@ -20,10 +20,13 @@ import pytest
 from scipy import stats
 
 from tests.test_decision import write_quickstart_like
-from workflow_scripts import decision as dm
-from workflow_scripts import noise, runoff, summarize, ties
-from workflow_scripts import statistics as st
-from workflow_scripts.latency import measure, summarize_latency
+from workflow_scripts.decision import decide as dm
+from workflow_scripts.measure import noise
+from workflow_scripts.stages import runoff
+from workflow_scripts.summary import summarize
+from workflow_scripts.decision import ties
+from workflow_scripts.measure import statistics as st
+from workflow_scripts.stages.latency import measure, summarize_latency
 
 ROOT = Path(__file__).parents[1]
 
@@ -208,7 +211,7 @@ def test_decision_md_says_tie_and_names_the_tie_set(summary_dir):
 
 
 def test_run_summary_says_the_tie_and_shows_intervals_and_counts(summary_dir, tmp_path):
-    from workflow_scripts import run_summary
+    from workflow_scripts.summary import run_summary
 
     tables = dm.read_tables(summary_dir)
     latency = tables["latency"].copy()
@@ -251,7 +254,7 @@ def summary_dir(tmp_path_factory) -> Path:
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workflow_scripts.decision", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "workflow_scripts.decision.decide", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, check=False)
 
 

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (pip install -e .[litert])")
 
-from workflow_scripts.backends import litert_backend as litert  # noqa: E402
-from workflow_scripts.data_io import iter_batches  # noqa: E402
-from workflow_scripts.engine import calibration_source  # noqa: E402
-from workflow_scripts.errors import ConfigError  # noqa: E402
+from workflow_scripts.backends import litert
+from workflow_scripts.data.data_io import iter_batches
+from workflow_scripts.stages.engine import calibration_source
+from workflow_scripts.core.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # builds and converts real models (tens of seconds)
 
@@ -86,7 +86,7 @@ def test_fp16_engine_stores_float16_weights(engines):
 
 
 def test_fp32_engine_matches_onnx_runtime(engines, onnx_path, digits_dir):
-    from workflow_scripts.backends import onnxruntime_backend
+    from workflow_scripts.backends import onnxruntime as onnxruntime_backend
 
     images, _ = next(iter_batches(digits_dir, "test", 16))
     ort = onnxruntime_backend.load_runner(onnx_path, 1)

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from workflow_scripts.stderr_filter import stderr_filtered
+from workflow_scripts.core.stderr_filter import stderr_filtered
 
 pytest.importorskip("ai_edge_litert")
 tf = pytest.importorskip("tensorflow")
@@ -27,7 +27,7 @@ def tiny_tflite(tmp_path_factory):
 
 RUNNER = """
 import sys, numpy as np
-from workflow_scripts.backends.litert_backend import LiteRTRunner
+from workflow_scripts.backends.litert import LiteRTRunner
 runner = LiteRTRunner(sys.argv[1], threads=1)
 assert runner.run(np.zeros((1, 4, 4, 3), dtype=np.float32)).shape == (1, 2)
 """

@@ -30,18 +30,10 @@ from tests.test_summary import (
     write_device,
     write_keras,
 )
-from workflow_scripts import discovery, settings_check, summarize
-from workflow_scripts.config import (
-    NOT_COMPARED,
-    RULE_SETTINGS,
-    comparable_settings,
-    flatten_settings,
-    settings_json,
-    short_hash,
-    stage_keys,
-    validate_config,
-)
-from workflow_scripts.errors import ConfigError
+from workflow_scripts.summary import discovery, summarize
+from workflow_scripts.core import settings_check
+from workflow_scripts.core.config import NOT_COMPARED, RULE_SETTINGS, comparable_settings, flatten_settings, settings_json, short_hash, stage_keys, validate_config
+from workflow_scripts.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -133,7 +125,7 @@ def test_measured_settings_count_from_the_stage_that_reads_them_on(key, value, s
 
 def test_every_schema_key_is_decided():
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-    from workflow_scripts.registry import BACKENDS
+    from workflow_scripts.core.registry import BACKENDS
 
     # Besides the rules' keys: calibration (INT8 rows) and each backend's options block (its rows).
     compared = set(stage_keys(None)) | {"calibration"} | {b.options_key for b in BACKENDS.values() if b.options_key}
@@ -174,7 +166,7 @@ def job(rule: str, config: dict = BASE_CONFIG, threads: int = 2, **wildcards):
     as rules/common.smk's settings_param builds it."""
     from types import SimpleNamespace
 
-    from workflow_scripts.config import rule_settings
+    from workflow_scripts.core.config import rule_settings
 
     backend = wildcards.get("backend", "tf2onnx" if rule == "export_onnx" else None)
     wildcards = {"dataset": "digits", **wildcards}
@@ -313,7 +305,7 @@ def test_devices_measured_with_different_iterations_are_refused(tmp_path):
 def test_allow_mixed_configs_keeps_the_rows_and_their_settings_hash(tmp_path, caplog):
     results = results_with(tmp_path, lambda precision, stage: BASE_CONFIG, lambda precision, stage: ITERATIONS_50)
     out = tmp_path / "summary"
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.summarize"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.summary.summarize"):
         tables = summarize_all(results, out, allow_mixed=True)
     assert "allow_mixed_configs is true" in caplog.text and "benchmark.iterations" in caplog.text
     latency = pd.read_parquet(out / "latency.parquet")
@@ -327,7 +319,7 @@ def test_allow_mixed_configs_keeps_the_rows_and_their_settings_hash(tmp_path, ca
 def test_rows_without_settings_are_unknown_not_conflicts(tmp_path, caplog):
     # The Jetson's rows predate the settings column; the CPU's have it.
     results = results_with(tmp_path, lambda precision, stage: BASE_CONFIG, lambda precision, stage: None)
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.summarize"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.summary.summarize"):
         summarize_all(results, tmp_path / "summary")
     assert "settings are unknown" in caplog.text and JETSON["device"] in caplog.text
 

@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from workflow_scripts import plots
+from workflow_scripts.figures import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
 """Deterministic ONNX export: the same .keras file gives byte-identical model.onnx in fresh processes,
-computing exactly what tf2onnx's plain output computes (workflow_scripts/onnx_canonical.py)."""
+computing exactly what tf2onnx's plain output computes (workflow_scripts/stages/onnx_canonical.py)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from workflow_scripts.onnx_canonical import canonicalize
+from workflow_scripts.stages.onnx_canonical import canonicalize
 
 REPO = Path(__file__).resolve().parent.parent
 
 # Converts argv[1] to each later argv path in turn, in one process (like export's warm-up + repeats).
 CONVERT = """
 import sys
-from workflow_scripts.export import convert_to_onnx
-from workflow_scripts.models import load_keras_model
+from workflow_scripts.stages.export import convert_to_onnx
+from workflow_scripts.models.zoo import load_keras_model
 for out in sys.argv[2:]:
     convert_to_onnx(load_keras_model(sys.argv[1]), out, 17)
 """
@@ -33,7 +33,7 @@ def keras_file(tmp_path_factory) -> Path:
     """An untrained MobileNetV3Small at 32 px (seconds to build; tf2onnx varies on it like on a trained one)."""
     import keras
 
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.zoo import build_model
 
     keras.utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("keras") / "model.keras"
@@ -67,8 +67,8 @@ def test_canonical_export_computes_exactly_what_plain_tf2onnx_computes(keras_fil
     import onnxruntime as ort
     import tf2onnx.graph
 
-    from workflow_scripts.export import convert_to_onnx
-    from workflow_scripts.models import load_keras_model
+    from workflow_scripts.stages.export import convert_to_onnx
+    from workflow_scripts.models.zoo import load_keras_model
 
     model = load_keras_model(keras_file)
     method = tf2onnx.graph.Graph.extract_sub_graph_nodes

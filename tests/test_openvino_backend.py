@@ -14,10 +14,10 @@ import pytest
 pytest.importorskip("openvino", reason="openvino is not installed (pip install -e .[openvino])")
 pytest.importorskip("nncf", reason="nncf is not installed (pip install -e .[openvino])")
 
-from workflow_scripts.backends import openvino_backend as ovb  # noqa: E402
-from workflow_scripts.data_io import iter_batches  # noqa: E402
-from workflow_scripts.engine import calibration_source  # noqa: E402
-from workflow_scripts.errors import ConfigError  # noqa: E402
+from workflow_scripts.backends import openvino as ovb
+from workflow_scripts.data.data_io import iter_batches
+from workflow_scripts.stages.engine import calibration_source
+from workflow_scripts.core.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # builds and converts real models (tens of seconds)
 
@@ -95,7 +95,7 @@ def test_int8_engine_holds_int8_weights_and_runs_int8_layers(engines, digits_dir
 
 
 def test_fp32_engine_computes_in_f32_and_matches_onnx_runtime(engines, onnx_path, digits_dir):
-    from workflow_scripts.backends import onnxruntime_backend
+    from workflow_scripts.backends import onnxruntime as onnxruntime_backend
 
     images, _ = next(iter_batches(digits_dir, "test", 16))
     runner = ovb.load_runner(engines["fp32"][0], 2)
@@ -188,7 +188,7 @@ def test_telemetry_is_declined_and_nothing_written_to_home(tmp_path):
     home.mkdir()
     script = (
         "import os\n"
-        "from workflow_scripts.backends.openvino_backend import _telemetry_off\n"
+        "from workflow_scripts.backends.openvino import _telemetry_off\n"
         "with _telemetry_off():\n"
         "    import nncf\n"
         "    from nncf.telemetry import wrapper\n"

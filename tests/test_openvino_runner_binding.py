@@ -7,7 +7,7 @@ import pytest
 
 ov = pytest.importorskip("openvino")
 
-from workflow_scripts.backends.openvino_backend import OpenVINORunner  # noqa: E402
+from workflow_scripts.backends.openvino import OpenVINORunner
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_latency_is_the_runtimes_own_time_and_the_wall_time_is_kept(tiny_ir):
     time around run(); the wall time is reported beside it (latency_clock 'runtime', wall_*)."""
     from types import SimpleNamespace
 
-    from workflow_scripts.latency import measure, measure_round
+    from workflow_scripts.stages.latency import measure, measure_round
 
     runner = OpenVINORunner(tiny_ir, threads=1)
     batch = np.ones((1, 4, 4, 3), dtype=np.float32)
@@ -93,7 +93,7 @@ def test_latency_is_the_runtimes_own_time_and_the_wall_time_is_kept(tiny_ir):
 def test_a_runner_without_a_runtime_timer_is_timed_by_the_wall_clock():
     from types import SimpleNamespace
 
-    from workflow_scripts.latency import measure_round
+    from workflow_scripts.stages.latency import measure_round
 
     class Plain:
         def run(self, batch):
@@ -115,7 +115,7 @@ def test_the_runoff_ranks_every_backend_on_the_wall_clock(tiny_ir):
     OpenVINO candidate is not spared the Python call that ONNX Runtime's and LiteRT's candidates pay."""
     from types import SimpleNamespace
 
-    from workflow_scripts.latency import WALL_CLOCK, measure_round
+    from workflow_scripts.stages.latency import WALL_CLOCK, measure_round
 
     module = SimpleNamespace(load_runner=lambda path, threads: OpenVINORunner(path, threads))
     batch = np.ones((1, 4, 4, 3), dtype=np.float32)
@@ -131,7 +131,7 @@ def test_the_runoffs_openvino_rows_are_wall_timed(tiny_ir, tmp_path):
     wall time around run() (the same as wall_median_ms), not InferRequest.latency."""
     import json
 
-    from workflow_scripts.runoff import run_runoff
+    from workflow_scripts.stages.runoff import run_runoff
 
     data = tmp_path / "data"
     data.mkdir()

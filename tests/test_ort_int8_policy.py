@@ -6,8 +6,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from workflow_scripts.backends import onnxruntime_backend as ort_backend
-from workflow_scripts.errors import ConfigError
+from workflow_scripts.backends import onnxruntime as ort_backend
+from workflow_scripts.core.errors import ConfigError
 
 # Flags lines of real CPUs (trimmed): an AMD EPYC Zen 2 (AVX2, no VNNI), an Intel Xeon Cascade Lake
 # (AVX512-VNNI), an Alder Lake core (AVX-VNNI only), a Sapphire Rapids (AMX), a Graviton 2
@@ -78,7 +78,7 @@ def _weight_ranges(path) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_no_vnni_policy_builds_7_bit_weights_and_vnni_full_8_bit(tmp_path, onnx_path, digits_dir):
-    from workflow_scripts.engine import calibration_source
+    from workflow_scripts.stages.engine import calibration_source
 
     ranges = {}
     for policy in ("vnni", "no_vnni"):

@@ -12,25 +12,9 @@ import yaml
 
 from tests.cli import TINY
 
-from workflow_scripts.device import detect_device_tag
-from workflow_scripts.errors import BackendUnavailable, ConfigError, EdgePTQError
-from workflow_scripts.placement import (
-    MEASURING_RULES,
-    RULE_STAGE,
-    WrongDevice,
-    base_rule,
-    check_backend_here,
-    check_job_device,
-    check_placement,
-    check_running_device,
-    is_measuring,
-    probe_backends_while_planning,
-    rule_stage,
-    scheduler_columns,
-    scheduler_facts,
-    should_check_device,
-    stage_placement,
-)
+from workflow_scripts.core.device import detect_device_tag
+from workflow_scripts.core.errors import BackendUnavailable, ConfigError, EdgePTQError
+from workflow_scripts.fleet.placement import MEASURING_RULES, RULE_STAGE, WrongDevice, base_rule, check_backend_here, check_job_device, check_placement, check_running_device, is_measuring, probe_backends_while_planning, rule_stage, scheduler_columns, scheduler_facts, should_check_device, stage_placement
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -207,7 +191,7 @@ def test_every_rule_has_a_stage_and_every_measuring_rule_the_whole_node(tmp_path
     names = [n for n in workflow_rules(tmp_path) if n != "all"]
     assert "benchmark_latency" in names, names
     missing = sorted(n for n in names if base_rule(n) is None)
-    assert not missing, f"rules without a placement stage (workflow_scripts/placement.py RULE_STAGE): {missing}"
+    assert not missing, f"rules without a placement stage (workflow_scripts/fleet/placement.py RULE_STAGE): {missing}"
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     extra = {rule: str(res.get("slurm_extra", "")) for rule, res in profile["set-resources"].items()}
     not_exclusive = sorted(n for n in names if is_measuring(n) and "--exclusive" not in extra.get(n, ""))

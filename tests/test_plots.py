@@ -7,8 +7,8 @@ import pytest
 
 from tests.test_decision import write_quickstart_like
 from tests.test_summary import error_bar_lengths, figure_text
-from workflow_scripts import plots, report_html
-from workflow_scripts.decision import pareto_front, read_tables
+from workflow_scripts.figures import plots, report_html
+from workflow_scripts.decision.decide import pareto_front, read_tables
 
 TABLES = ("latency", "accuracy", "size", "resources", "compression_stats", "compression_resources")
 

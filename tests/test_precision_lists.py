@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tests.cli import job_counts, output_of, snakemake, tiny
-from workflow_scripts import decision, plots_decision, registry
-from workflow_scripts.device import cpu_bf16_support
+from workflow_scripts.decision import decide as decision
+from workflow_scripts.figures import plots_decision
+from workflow_scripts.core import registry
+from workflow_scripts.core.device import cpu_bf16_support
 
 
 def test_the_decision_ranks_every_precision():

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from workflow_scripts import device_run, provenance
-from workflow_scripts.config import rule_settings, validate_config
+from workflow_scripts.fleet import device_run
+from workflow_scripts.core import provenance
+from workflow_scripts.core.config import rule_settings, validate_config
 
 
 def test_backend_version_of_litert_is_its_runtime_package():

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts import paths, registry
-from workflow_scripts.errors import BackendUnavailable, ConfigError
+from workflow_scripts.core import paths, registry
+from workflow_scripts.core.errors import BackendUnavailable, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["properties"]

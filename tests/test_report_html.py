@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from workflow_scripts import report_html
+from workflow_scripts.figures import report_html
 
 HOSTILE = [
     "[click](javascript:alert(1))",

@@ -92,7 +92,7 @@ def test_trained_weights_are_identical_although_the_keras_file_is_not(two_runs):
 def test_onnx_exports_compute_bit_identical_outputs(two_runs):
     import onnxruntime as ort
 
-    from workflow_scripts.data_io import open_split, to_model_input
+    from workflow_scripts.data.data_io import open_split, to_model_input
 
     first, second = two_runs
     images = to_model_input(open_split(first / DATA, "test")[0][:64])

@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
-from workflow_scripts.errors import DatasetUnavailable
-from workflow_scripts.safe_archive import MARKER, safe_extract_tar
+from workflow_scripts.core.errors import DatasetUnavailable
+from workflow_scripts.data.safe_archive import MARKER, safe_extract_tar
 
 
 def _tar(path, entries):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from tests.archive_factory import make_cifar100_python_archive, py2_pickle
-from workflow_scripts.errors import DatasetUnavailable, EdgePTQError
-from workflow_scripts.safe_pickle import safe_load_pickle
-from workflow_scripts.sources import cifar100
+from workflow_scripts.core.errors import DatasetUnavailable, EdgePTQError
+from workflow_scripts.data.safe_pickle import safe_load_pickle
+from workflow_scripts.data.sources import cifar100
 
 
 class _SystemPayload:

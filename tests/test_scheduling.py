@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.cli import ENGINE_DIR, MODEL_DIR, TINY, snakemake, tiny
-from workflow_scripts.placement import is_measuring
+from workflow_scripts.fleet.placement import is_measuring
 
 REPO = Path(__file__).resolve().parent.parent
 

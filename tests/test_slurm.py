@@ -28,7 +28,7 @@ import yaml
 
 from tests.cli import (DATA, DEVICE, ENGINE_DIR, MODEL_DIR, ONNX_DIR, REPO, output_of, snakemake, snakemake_command,
                        tiny)
-from workflow_scripts.placement import is_measuring, rule_stage, stage_placement
+from workflow_scripts.fleet.placement import is_measuring, rule_stage, stage_placement
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -425,8 +425,8 @@ def test_edge_node_lost_during_latency_then_resume(three_nodes, slurm_and_local,
 WRONG_DEVICE_JOB = """
 import os, sys
 sys.path.insert(0, {repo!r})
-from workflow_scripts.device import detect_device_tag
-from workflow_scripts.placement import check_running_device, scheduler_facts, should_check_device
+from workflow_scripts.core.device import detect_device_tag
+from workflow_scripts.fleet.placement import check_running_device, scheduler_facts, should_check_device
 facts = scheduler_facts(os.environ)
 assert should_check_device("auto", facts), facts
 check_running_device({declared!r}, detect_device_tag("auto"), rule="benchmark_latency", facts=facts)
@@ -436,7 +436,7 @@ print("device ok", facts)
 
 def test_measuring_job_on_the_wrong_node_is_refused(slurm_cluster):
     """A job declared for another device, scheduled by SLURM on this node, refuses naming both."""
-    from workflow_scripts.device import detect_device_tag
+    from workflow_scripts.core.device import detect_device_tag
 
     here = detect_device_tag("auto")
     declared = "jetson-agx-orin" if here != "jetson-agx-orin" else "rtx-4090"

@@ -19,8 +19,8 @@ from tests.archive_factory import (
     md5_of,
     synthetic_cifar100,
 )
-from workflow_scripts.errors import DatasetUnavailable
-from workflow_scripts.sources import cifar100, load_source
+from workflow_scripts.core.errors import DatasetUnavailable
+from workflow_scripts.data.sources import cifar100, load_source
 
 N_TRAIN, N_TEST, SEED = 30, 12, 7
 

@@ -9,8 +9,8 @@ import pytest
 from scipy.io import savemat
 
 from tests.archive_factory import flowers102_color, flowers102_layout, make_flowers102_files
-from workflow_scripts.errors import DatasetUnavailable
-from workflow_scripts.sources import flowers102, load_source
+from workflow_scripts.core.errors import DatasetUnavailable
+from workflow_scripts.data.sources import flowers102, load_source
 
 N_IMAGES, SEED = 24, 3
 

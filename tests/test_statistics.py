@@ -1,4 +1,4 @@
-"""workflow_scripts.statistics against SciPy called directly, and intervals that cover the truth."""
+"""workflow_scripts.measure.statistics against SciPy called directly, and intervals that cover the truth."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from workflow_scripts import statistics as st
+from workflow_scripts.measure import statistics as st
 
 
 def scipy_bootstrap(data, statistic, paired=False, seed=0, n_resamples=st.N_RESAMPLES):

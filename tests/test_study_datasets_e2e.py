@@ -64,7 +64,7 @@ STUDY_CONFIG = {
 
 
 def device_tag() -> str:
-    from workflow_scripts.device import detect_device_tag
+    from workflow_scripts.core.device import detect_device_tag
 
     return detect_device_tag("auto")
 

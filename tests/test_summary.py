@@ -18,17 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import discovery, plots, summarize
-from workflow_scripts.config import (
-    comparable_settings,
-    settings_json,
-    short_hash,
-    validate_config,
-)
-from workflow_scripts.evaluate import accuracy_summary
-from workflow_scripts.latency import summarize_latency
-from workflow_scripts.monitor import summarize_resources
-from workflow_scripts.provenance import with_provenance
+from workflow_scripts.summary import discovery, summarize
+from workflow_scripts.figures import plots
+from workflow_scripts.core.config import comparable_settings, settings_json, short_hash, validate_config
+from workflow_scripts.stages.evaluate import accuracy_summary
+from workflow_scripts.stages.latency import summarize_latency
+from workflow_scripts.measure.monitor import summarize_resources
+from workflow_scripts.core.provenance import with_provenance
 
 CPU = {"device": "intel-xeon-processor", "backend": "onnxruntime", "cuda_cores": "", "gpu": False}
 JETSON = {"device": "nvidia-jetson-orin-nano-developer-kit", "backend": "tensorrt", "cuda_cores": "1024", "gpu": True}
@@ -58,7 +54,7 @@ def settings_columns(config: dict | None, backend: str, precision: str | None, s
 
 def provenance(system: dict, backend: str | None = None, config_hash: str = "newhash", stamp: str = NEW_STAMP,
                precision: str | None = None, stage: str = "benchmark_latency", config: dict | None = BASE_CONFIG) -> dict:
-    """Provenance columns like workflow_scripts.provenance writes them for a job of ``stage``."""
+    """Provenance columns like workflow_scripts.core.provenance writes them for a job of ``stage``."""
     backend = backend or system["backend"]
     return {"device": system["device"], "cpu_model": "test cpu", "os": "Linux", "gpu_name": "",
             "jetson_model": "NVIDIA Jetson Orin Nano Developer Kit" if system["gpu"] else "",
@@ -255,7 +251,7 @@ def test_every_summary_table_has_both_devices(summary):
 
 def test_stale_settings_are_dropped_and_logged(results_tree, tmp_path, caplog):
     current = discovery.discover_results(results_tree)
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.summarize"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.summary.summarize"):
         tables = summarize.build_tables(current, results_tree, n_resamples=200)
     latency = tables["latency"]
     cell = latency[(latency["device"] == CPU["device"]) & (latency["model"] == "MobileNetV3Small")
@@ -436,7 +432,7 @@ def test_one_config_on_two_backends_is_accepted_and_carries_settings_hash(summar
 def test_a_copied_device_folder_is_refused_naming_both_folders(tmp_path):
     import shutil
 
-    from workflow_scripts.errors import ConfigError
+    from workflow_scripts.core.errors import ConfigError
 
     results = tmp_path / "results"
     write_device(results, CPU, np.random.default_rng(0), speed=1.0)
@@ -467,7 +463,7 @@ def test_a_renamed_device_folder_labels_its_rows_by_the_folder(tmp_path):
 
 
 def test_a_truncated_table_of_another_device_is_named_while_planning_and_when_read(tmp_path):
-    from workflow_scripts.errors import CorruptArtifact
+    from workflow_scripts.core.errors import CorruptArtifact
 
     results = tmp_path / "results"
     write_device(results, CPU, np.random.default_rng(0), speed=1.0)
@@ -489,7 +485,7 @@ def test_a_truncated_table_of_another_device_is_named_while_planning_and_when_re
 def test_normalize_to_fp32_gives_no_ratio_to_a_zero_baseline():
     import warnings
 
-    from workflow_scripts.summarize import KEYS, normalize_to_fp32
+    from workflow_scripts.summary.summarize import KEYS, normalize_to_fp32
 
     rows = []
     for precision, value in (("fp32", 0.0), ("int8", 2.0)):

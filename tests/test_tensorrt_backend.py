@@ -17,7 +17,7 @@ import pytest
 
 from workflow_scripts.backends import tensorrt as trt_backend
 from workflow_scripts.backends.tensorrt import availability
-from workflow_scripts.errors import BackendUnavailable, ConfigError
+from workflow_scripts.core.errors import BackendUnavailable, ConfigError
 
 pytest.importorskip("polygraphy")
 pytestmark = pytest.mark.device

@@ -10,7 +10,7 @@ import pytest
 
 from workflow_scripts.backends import tensorrt as trt_backend
 from workflow_scripts.backends.tensorrt import availability
-from workflow_scripts.errors import ConfigError
+from workflow_scripts.core.errors import ConfigError
 
 pytestmark = pytest.mark.device
 
@@ -78,7 +78,7 @@ def test_probe_result_answers_bf16_support():
 
 def test_registry_leaves_out_or_refuses_tensorrt_bf16_on_xavier(monkeypatch):
     """Under backends: auto the pair is left out with a note naming the capability; named, it is refused."""
-    from workflow_scripts import registry
+    from workflow_scripts.core import registry
 
     found = {"ok": True, "version": "10.3.0", "compute_capability": "7.2"}
     monkeypatch.setattr(registry.Backend, "available", lambda self: (True, "installed"))

@@ -19,9 +19,9 @@ import pytest
 
 pytest.importorskip("polygraphy")
 
-from workflow_scripts.backends import tensorrt as trt_backend  # noqa: E402
-from workflow_scripts.backends.tensorrt import availability, loader, runner  # noqa: E402
-from workflow_scripts.errors import ConfigError, EdgePTQError  # noqa: E402
+from workflow_scripts.backends import tensorrt as trt_backend
+from workflow_scripts.backends.tensorrt import availability, loader, runner
+from workflow_scripts.core.errors import ConfigError, EdgePTQError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tensorrt_stub  # noqa: E402
@@ -276,7 +276,7 @@ def test_defect8_chain_builds_serialized_bytes():
 
 
 def test_defect11_int8_scratch_is_what_the_engine_stage_cleans(tmp_path):
-    engine = pytest.importorskip("workflow_scripts.engine", reason="the engine stage needs pandas")
+    engine = pytest.importorskip("workflow_scripts.stages.engine", reason="the engine stage needs pandas")
     stale = Path(tempfile.mkdtemp(prefix=trt_backend.scratch_prefix("int8"), dir=tmp_path))
     engine.remove_stale_work_dirs(tmp_path)
     assert not stale.exists()

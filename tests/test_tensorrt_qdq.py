@@ -12,7 +12,7 @@ def test_qdq_model_for_explicit_quantization_is_symmetric(tmp_path, onnx_path, d
     from onnx import numpy_helper
 
     from workflow_scripts.backends.tensorrt import make_qdq_model
-    from workflow_scripts.engine import calibration_source
+    from workflow_scripts.stages.engine import calibration_source
 
     out = tmp_path / "qdq.onnx"
     facts = make_qdq_model(onnx_path, out, calibration_source(digits_dir, 32, 16, seed=0), {"method": "entropy"})

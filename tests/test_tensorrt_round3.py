@@ -20,9 +20,9 @@ import pytest
 
 pytest.importorskip("polygraphy")
 
-from workflow_scripts.backends import tensorrt as trt_backend  # noqa: E402
-from workflow_scripts.backends.tensorrt import cudart, loader, runner  # noqa: E402
-from workflow_scripts.errors import ConfigError, EdgePTQError  # noqa: E402
+from workflow_scripts.backends import tensorrt as trt_backend
+from workflow_scripts.backends.tensorrt import cudart, loader, runner
+from workflow_scripts.core.errors import ConfigError, EdgePTQError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tensorrt_stub  # noqa: E402
@@ -228,7 +228,7 @@ def test_item5_a_calibration_that_fed_nothing_leaves_no_engine(monkeypatch, tmp_
 
 def test_item3_gpu_validate_keep_folder_calibrates_afresh(monkeypatch, tmp_path):
     """A second `gpu_validate --keep DIR` run: the cache the first left must not be reused."""
-    from workflow_scripts import gpu_validate
+    from workflow_scripts.fleet import gpu_validate
 
     pytest.importorskip("onnxruntime")
     cache = tmp_path / "small.int8.cache"
@@ -279,7 +279,7 @@ def test_item6_the_build_checks_the_builders_dla_cores_before_placing_layers():
 
 
 def test_item6_planning_passes_the_probed_dla_cores(monkeypatch):
-    registry = pytest.importorskip("workflow_scripts.registry", reason="the planner needs Python >= 3.10")
+    registry = pytest.importorskip("workflow_scripts.core.registry", reason="the planner needs Python >= 3.10")
     monkeypatch.setattr(type(registry.BACKENDS["tensorrt"]), "available", lambda self: (True, "stand-in"))
     monkeypatch.setattr(trt_backend, "version", lambda: "8.5.2.2")
     monkeypatch.setattr(trt_backend, "probe", lambda: {"ok": True, "num_DLA_cores": 0})
@@ -303,14 +303,14 @@ def test_item7_nchw_dynamic_spatial_profile():
 
 
 def test_item8_gpu_validate_without_polygraphy_skips_every_stage(tmp_path):
-    from workflow_scripts import gpu_validate
+    from workflow_scripts.fleet import gpu_validate
 
     stub = tensorrt_stub.write_stub_package(tmp_path, "10.3.0", fail_builder=False)
     hidden = stub / "polygraphy"
     hidden.mkdir()
     (hidden / "__init__.py").write_text("raise ImportError('polygraphy is not installed (test stand-in)')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(stub), str(REPO)]))
-    done = subprocess.run([sys.executable, "-m", "workflow_scripts.gpu_validate", "--iterations", "2"],
+    done = subprocess.run([sys.executable, "-m", "workflow_scripts.fleet.gpu_validate", "--iterations", "2"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert [r["stage"] for r in records] == list(gpu_validate.STAGES), done.stderr
@@ -359,13 +359,13 @@ def test_item9_configs_the_doc_names_exist_and_board_yaml_is_valid():
     named = set(re.findall(r"config/[\w.-]+\.yaml", doc()))
     missing = [n for n in named if not (REPO / n).is_file()]
     assert not missing, missing
-    from workflow_scripts import device_run
+    from workflow_scripts.fleet import device_run
 
     cfg = device_run.load_config([REPO / "config" / "board.yaml"])
     assert cfg["tensorrt"]["max_batch_size"] >= cfg["evaluate"]["batch_size"]
     opts = trt_backend.normalize_options({**cfg["tensorrt"], "batch_size": cfg["benchmark"]["batch_size"]})
     assert opts["max_batch_size"] >= cfg["benchmark"]["batch_size"]
-    config = pytest.importorskip("workflow_scripts.config", reason="schema validation needs the workstation set")
+    config = pytest.importorskip("workflow_scripts.core.config", reason="schema validation needs the workstation set")
     pytest.importorskip("snakemake")
     import yaml
 
@@ -381,7 +381,7 @@ def test_item9_configs_the_doc_names_exist_and_board_yaml_is_valid():
 def test_item1_device_run_refuses_a_profile_below_the_benchmark_batch_before_any_job(tmp_path, caplog):
     import yaml
 
-    from workflow_scripts import device_run
+    from workflow_scripts.fleet import device_run
 
     cfg = tmp_path / "board.yaml"
     cfg.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), "benchmark": {"batch_size": 64},
@@ -392,7 +392,7 @@ def test_item1_device_run_refuses_a_profile_below_the_benchmark_batch_before_any
 
 
 def test_item1_config_validation_refuses_it_when_backends_name_tensorrt():
-    config = pytest.importorskip("workflow_scripts.config", reason="schema validation needs the workstation set")
+    config = pytest.importorskip("workflow_scripts.core.config", reason="schema validation needs the workstation set")
     pytest.importorskip("snakemake")
     import yaml
 
@@ -402,7 +402,7 @@ def test_item1_config_validation_refuses_it_when_backends_name_tensorrt():
         config.validate_config(bad)
     # With backends auto the check waits until TensorRT is chosen (registry.check_backend_config).
     validated = config.validate_config({**bad, "backends": "auto"})
-    registry = pytest.importorskip("workflow_scripts.registry")
+    registry = pytest.importorskip("workflow_scripts.core.registry")
     monkeypatch = pytest.MonkeyPatch()
     try:
         monkeypatch.setattr(type(registry.BACKENDS["tensorrt"]), "available", lambda self: (True, "stand-in"))

@@ -14,8 +14,8 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from workflow_scripts.errors import ModelLoadError
-from workflow_scripts.torch_weights import LEGACY_MAGIC, LEGACY_PROTOCOL, UnsafeWeightsError, load_state_dict
+from workflow_scripts.core.errors import ModelLoadError
+from workflow_scripts.models.torch_weights import LEGACY_MAGIC, LEGACY_PROTOCOL, UnsafeWeightsError, load_state_dict
 
 
 def _lite0_path():

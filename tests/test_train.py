@@ -3,7 +3,7 @@ import pandas as pd
 
 
 def test_training_keeps_best_epoch_and_records_history(trained, digits_dir):
-    from workflow_scripts.evaluate import KerasRunner, accuracy_summary, predict
+    from workflow_scripts.stages.evaluate import KerasRunner, accuracy_summary, predict
 
     path, history = trained
     saved = pd.read_parquet(path.parent / "history.parquet")
@@ -22,8 +22,8 @@ def test_safe_mode_refuses_lambda_layers(tmp_path):
     import keras
     import pytest
 
-    from workflow_scripts.errors import ModelLoadError
-    from workflow_scripts.models import load_keras_model
+    from workflow_scripts.core.errors import ModelLoadError
+    from workflow_scripts.models.zoo import load_keras_model
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
@@ -36,8 +36,8 @@ def test_safe_mode_refuses_lambda_layers(tmp_path):
 def test_truncated_keras_file_is_named(tmp_path, trained):
     import pytest
 
-    from workflow_scripts.errors import ModelLoadError
-    from workflow_scripts.models import load_keras_model
+    from workflow_scripts.core.errors import ModelLoadError
+    from workflow_scripts.models.zoo import load_keras_model
 
     data = trained[0].read_bytes()
     broken = tmp_path / "broken.keras"

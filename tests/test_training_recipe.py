@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workflow_scripts.errors import ConfigError, ModelLoadError
-from workflow_scripts.models import build_model, resolve_weights
+from workflow_scripts.core.errors import ConfigError, ModelLoadError
+from workflow_scripts.models.zoo import build_model, resolve_weights
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 32
@@ -38,8 +38,8 @@ def test_imagenet_offline_suggests_weights_none_or_a_local_file(tmp_path):
     keras_home.mkdir()
     script = textwrap.dedent("""
         import json
-        from workflow_scripts.errors import ModelLoadError
-        from workflow_scripts.models import build_model
+        from workflow_scripts.core.errors import ModelLoadError
+        from workflow_scripts.models.zoo import build_model
         result = {}
         try:
             build_model("MobileNetV3Small", 10, 32, "imagenet", 0.9)

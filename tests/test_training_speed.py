@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from workflow_scripts.train import PROGRESS_EVERY_S, TrainingProgress
+from workflow_scripts.stages.train import PROGRESS_EVERY_S, TrainingProgress
 
 
 class FakeClock:
@@ -56,7 +56,7 @@ def _fit_counting_traces(prebuild: bool):
     import keras
     import numpy as np
 
-    from workflow_scripts.train import build_training_state
+    from workflow_scripts.stages.train import build_training_state
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))

@@ -10,9 +10,9 @@ import pytest
 
 from tests.cli import output_of, snakemake, tiny
 from tests.user_fixtures import fake_keras, image_folder, tiny_onnx
-from workflow_scripts.errors import ConfigError, DatasetUnavailable
-from workflow_scripts.registry import Preprocess
-from workflow_scripts.user_inputs import read_data_contract, read_model_contract
+from workflow_scripts.core.errors import ConfigError, DatasetUnavailable
+from workflow_scripts.core.registry import Preprocess
+from workflow_scripts.data.user_inputs import read_data_contract, read_model_contract
 
 
 def test_contracts_are_read_from_the_files(tmp_path):
@@ -32,7 +32,7 @@ def test_an_empty_class_and_a_pickled_npz_are_refused_by_name(tmp_path):
     (root / "empty").mkdir()
     with pytest.raises(ConfigError, match="class folder .*empty holds no image files"):
         read_data_contract("d", root)
-    from workflow_scripts.sources.files import load_user_source
+    from workflow_scripts.data.sources.files import load_user_source
 
     np.savez(tmp_path / "bad.npz", images=np.array([object()], dtype=object), labels=np.array([0]))
     with pytest.raises(DatasetUnavailable, match="not a readable .npz without pickles"):
@@ -43,7 +43,7 @@ def test_an_empty_class_and_a_pickled_npz_are_refused_by_name(tmp_path):
 
 
 def test_an_unreadable_image_is_named_and_mixed_sizes_are_logged(tmp_path, caplog):
-    from workflow_scripts.sources.files import load_user_source
+    from workflow_scripts.data.sources.files import load_user_source
 
     root = image_folder(tmp_path / "f", classes=2, per_class=2, splits=None)
     image_folder(tmp_path / "g", classes=1, per_class=1, size=12, splits=None)
@@ -59,8 +59,8 @@ def test_an_unreadable_image_is_named_and_mixed_sizes_are_logged(tmp_path, caplo
 
 
 def test_an_npz_and_an_unlabelled_folder_are_prepared_once_with_their_digest(tmp_path):
-    from workflow_scripts.data_io import open_split, read_meta
-    from workflow_scripts.datasets import prepare_dataset
+    from workflow_scripts.data.data_io import open_split, read_meta
+    from workflow_scripts.data.datasets import prepare_dataset
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", images=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8),
@@ -78,7 +78,7 @@ def test_onnx_preprocessing_and_layout_go_into_the_graph(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from workflow_scripts.user_models import apply_preprocess, wrap_onnx
+    from workflow_scripts.models.user_models import apply_preprocess, wrap_onnx
 
     source = tiny_onnx(tmp_path / "m.onnx", size=16, layout="NCHW")
     pre = Preprocess(scale=1 / 255, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4), channel_order="bgr")
@@ -150,9 +150,9 @@ def test_a_savedmodel_enters_as_onnx_converted_by_tf2onnx_with_its_preprocessing
     import keras
     import onnxruntime as ort
 
-    from workflow_scripts.data_io import open_split
-    from workflow_scripts.datasets import prepare_dataset
-    from workflow_scripts.user_models import import_onnx_model
+    from workflow_scripts.data.data_io import open_split
+    from workflow_scripts.data.datasets import prepare_dataset
+    from workflow_scripts.models.user_models import import_onnx_model
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", images=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), labels=np.repeat(np.arange(4), 10))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_scripts.device import detect_device_tag
+from workflow_scripts.core.device import detect_device_tag
 from tests.cli import REPO, TINY, job_counts, snakemake
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """Inference backends. What each one is (suffix, source format, precisions, environment, extra)
-lives in :mod:`workflow_scripts.registry`; this package holds their modules.
+lives in :mod:`workflow_scripts.core.registry`; this package holds their modules.
 
 Every backend module offers the same calls:
 
@@ -10,12 +10,12 @@ Every backend module offers the same calls:
 - ``load_runner(engine_path, threads)`` returns a :class:`Runner`.
 
 :func:`get_backend` hands out the module behind a thin wrapper whose ``load_runner`` first checks
-the engine (:func:`workflow_scripts.engine_check.check_engine`: present, non-empty, the digests its
+the engine (:func:`workflow_scripts.stages.engine_check.check_engine`: present, non-empty, the digests its
 build recorded) and turns a runtime's failure to load it into one clear error naming the file, the
 cause and the command that rebuilds it (never a library traceback).
 
 ``calibration_batches`` is a zero-argument callable returning an iterator of float32 NHWC
-batches in 0..255, produced by ``workflow_scripts.data_io.iter_batches``: the same code that
+batches in 0..255, produced by ``workflow_scripts.data.data_io.iter_batches``: the same code that
 feeds evaluation, so calibration and evaluation can never disagree on layout or range, and every
 backend calibrates on the same images.
 """
@@ -26,8 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .. import registry
-from ..errors import BackendUnavailable
+from workflow_scripts.core import registry
+from workflow_scripts.core.errors import BackendUnavailable
 
 
 class Runner(Protocol):
@@ -64,16 +64,16 @@ class CheckedBackend:
         return getattr(self.module, attribute)
 
     def check(self, engine_path) -> None:
-        """:func:`~workflow_scripts.engine_check.check_engine` alone (once per file version and process;
+        """:func:`~workflow_scripts.stages.engine_check.check_engine` alone (once per file version and process;
         a timed load after it only stats the files)."""
-        from ..engine_check import check_engine
+        from workflow_scripts.stages.engine_check import check_engine
 
         check_engine(self.name, engine_path)
 
     def load_runner(self, engine_path, threads: int = 0):
-        """The module's runner for ``engine_path``, after :func:`~workflow_scripts.engine_check.check_engine`."""
-        from ..engine_check import check_engine, load_error
-        from ..errors import EdgePTQError
+        """The module's runner for ``engine_path``, after :func:`~workflow_scripts.stages.engine_check.check_engine`."""
+        from workflow_scripts.stages.engine_check import check_engine, load_error
+        from workflow_scripts.core.errors import EdgePTQError
 
         check_engine(self.name, engine_path)
         try:

@@ -9,7 +9,7 @@ import sys
 import warnings
 from typing import Callable
 
-from ..stderr_filter import stderr_filtered
+from workflow_scripts.core.stderr_filter import stderr_filtered
 
 # Quiet TensorFlow's C++ start-up chatter before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,8 +25,8 @@ CONSOLE_ONCE = (
      "one warning per value; harmless at these magnitudes, every value is listed in this job's log file"),
     # The NVML probe of the resource monitor: on a machine without an NVIDIA GPU it fails in every job; the
     # Snakefile's onstart says so once per run (gpu_notice below).
-    ("workflow_scripts.gpu_monitor", "NVML unavailable", ""),
-    ("workflow_scripts.gpu_monitor", "pynvml) is not installed", ""),
+    ("workflow_scripts.measure.gpu_monitor", "NVML unavailable", ""),
+    ("workflow_scripts.measure.gpu_monitor", "pynvml) is not installed", ""),
 )
 
 
@@ -152,7 +152,7 @@ def gpu_notice() -> str:
 
 def run(snakemake, job: Callable[[], object]) -> None:
     """Run ``job`` with logging set up; a known error is logged as one clear line and exits 1."""
-    from ..errors import EdgePTQError
+    from workflow_scripts.core.errors import EdgePTQError
 
     log = setup_logging(snakemake.log[0] if snakemake.log else None)
     remove_stale_scratch(list(snakemake.output))
@@ -171,9 +171,9 @@ def check_device_of(snakemake) -> dict:
     """A measuring job refuses to run on another device than its outputs are filed under (config key
     placement.verify_device), and a device job whose backend cannot run here says so, naming the node;
     returns the scheduler's facts of this job."""
-    from ..device import detect_device_tag
-    from ..placement import check_backend_here, check_job_device, rule_stage
-    from ..registry import backend as backend_entry
+    from workflow_scripts.core.device import detect_device_tag
+    from workflow_scripts.fleet.placement import check_backend_here, check_job_device, rule_stage
+    from workflow_scripts.core.registry import backend as backend_entry
 
     verify = (snakemake.config.get("placement") or {}).get("verify_device", "auto")
     facts = check_job_device(snakemake.rule, getattr(snakemake.wildcards, "device", None), verify, os.environ,
@@ -188,7 +188,7 @@ def check_device_of(snakemake) -> dict:
 def remove_stale_scratch(outputs: list[str]) -> None:
     """Delete ``.tmp-*`` scratch files of this job's outputs left by a killed earlier attempt.
 
-    ``workflow_scripts.artifacts.scratch_path`` names them ``.tmp-<random>-<output name>`` beside
+    ``workflow_scripts.core.artifacts.scratch_path`` names them ``.tmp-<random>-<output name>`` beside
     the output; only this job writes those outputs, so no running job can own them.
     """
     from pathlib import Path
@@ -207,7 +207,7 @@ def row_settings(snakemake) -> dict:
     reruns, built by rules/common.smk from ``config.rule_settings``), plus for the timed rules
     ``runtime.<rule>.threads``, the CPU threads the measurement really ran with (``benchmark.threads``,
     or the job's threads when that is 0), so rows measured with other ``--cores`` never mix silently."""
-    from ..config import TIMED_RULES
+    from workflow_scripts.core.config import TIMED_RULES
 
     settings = json.loads(json.dumps(dict(getattr(snakemake.params, "settings", {}) or {})))
     # The logical rule (config.RULE_SETTINGS): build_engine_<backend> is build_engine.
@@ -221,10 +221,10 @@ def row_settings(snakemake) -> dict:
 def provenance_of(snakemake, **extra) -> dict:
     """Provenance columns for this job: params' device/backend, the hash of the whole config, and the
     settings that determine what this job's rows measure (``settings``, ``settings_hash``)."""
-    from ..config import settings_hash, settings_json, short_hash
-    from ..device import detect_device_tag
-    from ..placement import scheduler_columns, scheduler_facts
-    from ..provenance import provenance
+    from workflow_scripts.core.config import settings_hash, settings_json, short_hash
+    from workflow_scripts.core.device import detect_device_tag
+    from workflow_scripts.fleet.placement import scheduler_columns, scheduler_facts
+    from workflow_scripts.core.provenance import provenance
 
     params = dict(getattr(snakemake.params, "provenance", {}) or {})
     # Device-independent jobs (training, Keras evaluation) keep the device out of their params, so

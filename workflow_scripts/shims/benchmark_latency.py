@@ -1,4 +1,4 @@
-from workflow_scripts.latency import benchmark_latency
+from workflow_scripts.stages.latency import benchmark_latency
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,4 @@
-from workflow_scripts.runoff import run_runoff
+from workflow_scripts.stages.runoff import run_runoff
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

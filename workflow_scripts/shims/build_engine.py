@@ -1,4 +1,4 @@
-from workflow_scripts.engine import build_engine_benchmark
+from workflow_scripts.stages.engine import build_engine_benchmark
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,4 @@
-from workflow_scripts.int8_auto import run_int8_auto
+from workflow_scripts.calibration_study.int8_auto import run_int8_auto
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,4 @@
-from workflow_scripts.calibration_study import build_variant
+from workflow_scripts.calibration_study.study import build_variant
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

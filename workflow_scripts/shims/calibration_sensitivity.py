@@ -1,4 +1,4 @@
-from workflow_scripts.sensitivity import run_sensitivity
+from workflow_scripts.calibration_study.sensitivity import run_sensitivity
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,4 @@
-from workflow_scripts.calibration_study import measure_statistics
+from workflow_scripts.calibration_study.study import measure_statistics
 from workflow_scripts.shims import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,4 @@
-from workflow_scripts.decision import Budgets, write_decision
+from workflow_scripts.decision.decide import Budgets, write_decision
 from workflow_scripts.shims import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,5 +1,5 @@
 from workflow_scripts.backends import get_backend
-from workflow_scripts.evaluate import evaluate
+from workflow_scripts.stages.evaluate import evaluate
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

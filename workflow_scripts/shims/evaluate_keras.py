@@ -1,4 +1,4 @@
-from workflow_scripts.evaluate import KerasRunner, evaluate
+from workflow_scripts.stages.evaluate import KerasRunner, evaluate
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

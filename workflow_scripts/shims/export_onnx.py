@@ -1,4 +1,4 @@
-from workflow_scripts.export import export_onnx
+from workflow_scripts.stages.export import export_onnx
 from workflow_scripts.shims import provenance_of, run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

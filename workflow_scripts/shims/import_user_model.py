@@ -1,5 +1,5 @@
 from workflow_scripts.shims import run
-from workflow_scripts.user_models import import_keras_model
+from workflow_scripts.models.user_models import import_keras_model
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 entry = dict(sm.params.entry)

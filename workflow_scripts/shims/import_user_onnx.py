@@ -1,5 +1,5 @@
 from workflow_scripts.shims import provenance_of, run
-from workflow_scripts.user_models import import_onnx_model
+from workflow_scripts.models.user_models import import_onnx_model
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 entry = dict(sm.params.entry)

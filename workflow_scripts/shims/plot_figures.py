@@ -1,4 +1,4 @@
-from workflow_scripts.plots import make_figures
+from workflow_scripts.figures.plots import make_figures
 from workflow_scripts.shims import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

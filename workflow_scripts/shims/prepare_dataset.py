@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from workflow_scripts.datasets import prepare_dataset
+from workflow_scripts.data.datasets import prepare_dataset
 from workflow_scripts.shims import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from workflow_scripts.report_html import write_report_pages
+from workflow_scripts.figures.report_html import write_report_pages
 from workflow_scripts.shims import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

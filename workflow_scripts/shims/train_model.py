@@ -1,5 +1,5 @@
 from workflow_scripts.shims import provenance_of, run
-from workflow_scripts.train import train_model
+from workflow_scripts.stages.train import train_model
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 settings = sm.params.settings

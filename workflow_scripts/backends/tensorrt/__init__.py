@@ -22,48 +22,12 @@ TensorRT cannot run there.
 
 from __future__ import annotations
 
-from .availability import bf16_support, import_tensorrt, is_available, probe, version
-from .calibrator import (
-    CalibrationData,
-    calibration_cache_is_valid,
-    calibration_data_sha256,
-    calibration_identity,
-    calibration_metadata_path,
-    file_sha256,
-    make_calibrator,
-    prepare_calibration_cache,
-    read_calibration_metadata,
-    write_calibration_metadata,
-)
-from .cudart import import_cuda, prepare_cuda_runtime
-from .loader import (
-    build_engine,
-    dla_placement,
-    input_layout,
-    make_fp16_model,
-    make_loader_chain,
-    make_qdq_model,
-    onnx_input_spec,
-    profile_shapes,
-    remove_stale_scratch,
-    scratch_prefix,
-)
-from .options import (
-    DEFAULTS,
-    PRECISIONS,
-    bf16_problem,
-    SCHEMA_DEFAULTS,
-    check_build_request,
-    check_config_options,
-    check_dla_core,
-    normalize_options,
-    parse_version,
-    resolve_typing,
-    supports_optimization_level,
-    version_problem,
-    versioned_timing_cache,
-)
-from .runner import TensorRTRunner, TimedResult, load_runner, numpy_dtype
+from workflow_scripts.backends.tensorrt.availability import bf16_support, import_tensorrt, is_available, probe, version
+from workflow_scripts.backends.tensorrt.calibrator import CalibrationData, calibration_cache_is_valid, calibration_data_sha256, calibration_identity, calibration_metadata_path, file_sha256, make_calibrator, prepare_calibration_cache, read_calibration_metadata, write_calibration_metadata
+from workflow_scripts.backends.tensorrt.cudart import import_cuda, prepare_cuda_runtime
+from workflow_scripts.backends.tensorrt.loader import build_engine, dla_placement, input_layout, make_fp16_model, make_loader_chain, make_qdq_model, onnx_input_spec, profile_shapes, remove_stale_scratch, scratch_prefix
+from workflow_scripts.backends.tensorrt.options import DEFAULTS, PRECISIONS, bf16_problem, SCHEMA_DEFAULTS, check_build_request, check_config_options, check_dla_core, normalize_options, parse_version, resolve_typing, supports_optimization_level, version_problem, versioned_timing_cache
+from workflow_scripts.backends.tensorrt.runner import TensorRTRunner, TimedResult, load_runner, numpy_dtype
 
 INT8_MODES = ("calibration", "qdq")
 

@@ -19,8 +19,8 @@ import subprocess
 import sys
 from typing import Any, Dict, Tuple
 
-from ...errors import BackendUnavailable
-from .options import version_problem
+from workflow_scripts.core.errors import BackendUnavailable
+from workflow_scripts.backends.tensorrt.options import version_problem
 
 LOG = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def probe() -> Dict[str, Any]:
 def bf16_support(found: Dict[str, Any]) -> Tuple[bool, str]:
     """(True, '') where this TensorRT and GPU build BF16 engines, else (False, why and the fix), from a
     :func:`probe` result. An unknown compute capability is not refused here (the build checks again)."""
-    from .options import bf16_problem
+    from workflow_scripts.backends.tensorrt.options import bf16_problem
 
     if not found.get("ok"):
         return False, f"backend 'tensorrt' cannot run here: {found.get('reason', 'unknown reason')}"

@@ -267,8 +267,8 @@ def make_calibrator(data_loader: CalibrationData, cache_path: "str | os.PathLike
     """Polygraphy Calibrator on IInt8EntropyCalibrator2 that reads/writes ``cache_path``."""
     from polygraphy.backend.trt import Calibrator
 
-    from .availability import import_tensorrt
-    from .cudart import import_cuda
+    from workflow_scripts.backends.tensorrt.availability import import_tensorrt
+    from workflow_scripts.backends.tensorrt.cudart import import_cuda
 
     import_cuda()  # the calibrator copies batches to the GPU through Polygraphy's CUDA wrapper
 

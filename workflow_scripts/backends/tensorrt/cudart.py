@@ -55,7 +55,7 @@ def wheel_runtime_dirs(search_path: Optional[Sequence[str]] = None) -> List[str]
 
 def polygraphy_finds_wheel(version: str) -> bool:
     """Whether this Polygraphy version searches the nvidia-cuda-runtime wheel itself."""
-    from .options import parse_version
+    from workflow_scripts.backends.tensorrt.options import parse_version
 
     try:
         return parse_version(version)[:3] >= WHEEL_AWARE_POLYGRAPHY

@@ -24,27 +24,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from ...errors import ConfigError, EdgePTQError
-from .availability import import_tensorrt
-from .calibrator import (
-    CalibrationData,
-    calibration_data_sha256,
-    calibration_identity,
-    file_sha256,
-    make_calibrator,
-    prepare_calibration_cache,
-    read_calibration_metadata,
-    write_calibration_metadata,
-)
-from .options import (
-    PRECISIONS,
-    check_build_request,
-    check_dla_core,
-    normalize_options,
-    resolve_typing,
-    supports_optimization_level,
-    versioned_timing_cache,
-)
+from workflow_scripts.core.errors import ConfigError, EdgePTQError
+from workflow_scripts.backends.tensorrt.availability import import_tensorrt
+from workflow_scripts.backends.tensorrt.calibrator import CalibrationData, calibration_data_sha256, calibration_identity, file_sha256, make_calibrator, prepare_calibration_cache, read_calibration_metadata, write_calibration_metadata
+from workflow_scripts.backends.tensorrt.options import PRECISIONS, check_build_request, check_dla_core, normalize_options, resolve_typing, supports_optimization_level, versioned_timing_cache
 
 LOG = logging.getLogger(__name__)
 
@@ -279,7 +262,7 @@ def onnx_shape_is_dynamic(shape: List[Optional[int]]) -> bool:
 
 def make_qdq_model(onnx_path, qdq_path, calibration_batches, options: dict) -> dict:
     """Write a TensorRT-compatible Q/DQ model (symmetric int8 activations, per-channel weights)."""
-    from ..onnxruntime_backend import build_engine as build_ort_engine
+    from workflow_scripts.backends.onnxruntime import build_engine as build_ort_engine
 
     qdq_options = {**options, "symmetric_activations": True, "per_channel": True}
     facts = build_ort_engine(onnx_path, qdq_path, "int8", calibration_batches, qdq_options, None)
@@ -332,7 +315,7 @@ def build_engine(
     # BF16 needs compute capability >= 8.0: the probe (a child, cached) reads it from the CUDA driver.
     capability = None
     if precision == "bf16" and trt_module is None:
-        from .availability import probe
+        from workflow_scripts.backends.tensorrt.availability import probe
 
         capability = probe().get("compute_capability")
     typing = check_build_request([precision], opts, version, compute_capability=capability)

@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ...errors import ConfigError
+from workflow_scripts.core.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ...errors import EdgePTQError
-from .availability import import_tensorrt
+from workflow_scripts.core.errors import EdgePTQError
+from workflow_scripts.backends.tensorrt.availability import import_tensorrt
 
 LOG = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class TensorRTRunner:
     ) -> None:
         trt = trt_module if trt_module is not None else import_tensorrt()
         if cuda_module is None:
-            from .cudart import import_cuda
+            from workflow_scripts.backends.tensorrt.cudart import import_cuda
 
             cuda_module = import_cuda()
         self._trt = trt

@@ -1,0 +1,105 @@
+"""Ties within measurement noise: which candidates of a decision cannot be told apart at 95%.
+
+For the latency objectives (``latency``: p99, ``p50``: median) the best candidate by point value is
+compared with every other feasible one:
+
+- **paired by round** where the runoff (:mod:`workflow_scripts.stages.runoff`) measured both, interleaved:
+  the ratio other / best of the round values, round by round; its median over rounds has a
+  distribution-free 95% interval (order statistics; with 6 rounds [min, max], 96.9%). The other is
+  *slower* only when that interval lies wholly above 1, i.e. it was slower in every round of 6 (a
+  sign test, p = 2 / 2^6 = 0.031);
+- **intervals** otherwise (no runoff, or fewer rounds than a 95% interval needs): slower only when its
+  interval lies wholly above the best's.
+
+A difference also has to exceed ``tie_margin`` (a fraction, config key ``decision.tie_margin``) of the
+best's value: differences smaller than that are below what reruns of the same engine reproduce.
+Candidates not shown slower form the tie set with the best; among them the next objectives (size,
+then accuracy) pick, and the decision says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.measure import statistics as st
+
+RUNOFF_METRIC = {"latency": "latency_p99_ms", "p50": "latency_median_ms"}
+POINT = {"latency": ("p99_ms", "p99_ci_low_ms", "p99_ci_high_ms"), "p50": ("p50_ms", "p50_ci_low_ms", "p50_ci_high_ms")}
+NEXT = (("engine_mb", True, "size", "MB"), ("top1_percent", False, "accuracy", "% top-1"))
+
+
+def _rounds_of(runoff: pd.DataFrame | None, group: dict, column: str) -> pd.DataFrame:
+    if runoff is None or not len(runoff) or column not in runoff.columns:
+        return pd.DataFrame()
+    mask = pd.Series(True, index=runoff.index)
+    for key, value in group.items():
+        if key in runoff.columns:
+            mask &= runoff[key].astype(str) == str(value)
+    part = runoff[mask]
+    if not len(part):
+        return pd.DataFrame()
+    return part.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
+
+
+def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFrame, margin: float) -> tuple[bool, str]:
+    """(slower, how): whether ``other`` is shown slower than ``best`` at 95%, and the evidence in words."""
+    value, low, high = POINT[objective]
+    name = "p99" if objective == "latency" else "median"
+    a, b = (best["backend"], best["precision"]), (other["backend"], other["precision"])
+    if len(rounds) and a in rounds and b in rounds:
+        ratio = (rounds[b] / rounds[a]).replace([np.inf, -np.inf], np.nan).dropna()
+        med, r_low, r_high = st.rounds_interval(ratio)
+        if np.isfinite(r_low):
+            slower = r_low > 1 and med > 1 + margin
+            return slower, (f"{name} ratio {med:.3f} [{r_low:.3f}, {r_high:.3f}] over {len(ratio)} paired rounds")
+    o_low, b_high = other.get(low), best.get(high)
+    if pd.notna(o_low) and pd.notna(b_high) and np.isfinite(o_low) and np.isfinite(b_high):
+        slower = o_low > b_high and other[value] > best[value] * (1 + margin)
+        return slower, (f"{name} {other[value]:.3g} ms [{o_low:.3g}, {other[high]:.3g}] vs "
+                        f"{best[value]:.3g} ms [{best[low]:.3g}, {b_high:.3g}]")
+    return False, f"{name} has no interval: cannot be told apart"
+
+
+def broken_by(members: pd.DataFrame, pick: pd.Series) -> str:
+    """What picked ``pick`` among the tie set ``members``: the first of the next objectives (size, then
+    accuracy) on which the members differ, with the chosen engine's value ('size (0.52 MB)')."""
+    for column, _ascending, label, unit in NEXT:
+        values = pd.to_numeric(members[column], errors="coerce")
+        if values.notna().any() and values.nunique() > 1:
+            return f"{label} ({pick[column]:.3g} {unit})"
+    return "the objective"
+
+
+def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None, group: dict,
+               margin: float) -> tuple[list, object, str]:
+    """(tie set index labels, chosen label, note) for one group's feasible candidates ranked by ``objective``.
+
+    Outside the latency objectives, or with one candidate, the first ranked is chosen and the note is ''.
+    """
+    first = ranked.index[0]
+    if objective not in POINT or len(ranked) < 2:
+        return [first], first, ""
+    best = ranked.loc[first]
+    rounds = _rounds_of(runoff, group, RUNOFF_METRIC[objective])
+    tied, evidence = [first], {}
+    for label, row in ranked.iloc[1:].iterrows():
+        slower, how = compare(best, row, objective, rounds, margin)
+        if not slower:
+            tied.append(label)
+            evidence[label] = how
+    if len(tied) == 1:
+        return tied, first, ""
+    members = ranked.loc[tied]
+    keys = [c for c, _, _, _ in NEXT]
+    order = members.assign(**{f"_{c}": pd.to_numeric(members[c], errors="coerce") for c in keys}).sort_values(
+        [f"_{c}" for c in keys], ascending=[asc for _, asc, _, _ in NEXT], na_position="last", kind="mergesort")
+    chosen = order.index[0]
+    pick = ranked.loc[chosen]
+    by = broken_by(members, pick)
+    names = ", ".join(f"{ranked.loc[t, 'backend']} {ranked.loc[t, 'precision']}" for t in tied)
+    detail = "; ".join(f"{ranked.loc[t, 'backend']} {ranked.loc[t, 'precision']} vs "
+                       f"{best['backend']} {best['precision']}: {evidence[t]}" for t in tied[1:])
+    note = (f"tie within measurement noise: {names} cannot be told apart at 95% ({detail}); "
+            f"chose {pick['backend']} {pick['precision']} by {by}")
+    return tied, chosen, note

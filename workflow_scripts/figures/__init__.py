@@ -1,0 +1,2 @@
+"""Figures (one list, :data:`workflow_scripts.figures.plots.FIGURES`) and the HTML report pages.
+"""

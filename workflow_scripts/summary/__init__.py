@@ -1,0 +1,3 @@
+"""Results gathered: the summary tables, the paper's claims checked, the end-of-run summary, and the
+discovery of every device's results.
+"""
