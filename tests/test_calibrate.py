@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, create_calibrator
 
 from workflow_scripts.backends.onnxruntime import calibrate
+from workflow_scripts.backends.onnxruntime import thresholds
 from workflow_scripts.backends import onnxruntime as ort_backend
 
 
@@ -36,7 +37,7 @@ def test_entropy_search_equals_orts_on_the_same_histogram(seed, shape):
     histogram = _ort_histogram(batches)
     expected = HistogramCollector("entropy", False, 128, 128, 99.999, "same").get_entropy_threshold(histogram, 128)
     hist, edges, low, high = histogram[0], histogram[1], histogram[2], histogram[3]
-    ours = calibrate._clip(*calibrate.entropy_threshold(hist, edges), low, high)
+    ours = thresholds._clip(*thresholds.entropy_threshold(hist, edges), low, high)
     assert (float(ours[0]), float(ours[1])) == (float(expected[0]), float(expected[1]))
 
 
@@ -45,7 +46,7 @@ def test_the_final_grid_is_the_one_orts_collector_grows_to():
     batches = [rng.standard_normal(3000).astype(np.float32) * np.float32(s) for s in (1, 0.5, 1.7, 1.71, 3.2, 2)]
     histogram = _ort_histogram(batches)
     absmax = np.array([np.abs(b).max() for b in batches], np.float32)
-    threshold, bins = calibrate._grown_grid(absmax, 128)
+    threshold, bins = thresholds._grown_grid(absmax, 128)
     assert bins == len(histogram[0]) and float(threshold) == pytest.approx(float(histogram[1][-1]), rel=1e-6)
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.decision.decide import OBJECTIVES, Budgets, UnreadableTable, decide, decision_markdown, read_tables
+from workflow_scripts.decision.render import decision_markdown
+from workflow_scripts.decision.budgets import Budgets, OBJECTIVES
+from workflow_scripts.decision.decide import decide, read_tables, UnreadableTable
 
 
 def budget(positive: bool = True):
@@ -220,7 +222,8 @@ def edgeptq_parser() -> argparse.ArgumentParser:
 
 def edgeptq(argv: list[str] | None = None) -> int:
     """The ``edgeptq`` console command."""
-    from workflow_scripts.decision.decide import answers, budgets_of, engine_table
+    from workflow_scripts.decision.render import answers, budgets_of
+    from workflow_scripts.decision.decide import engine_table
     from workflow_scripts.summary.run_summary import render_markdown
 
     parser = edgeptq_parser()

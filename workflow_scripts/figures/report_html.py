@@ -252,7 +252,7 @@ def _rst_escape(text: str) -> str:
 def answer_rst(decision: pd.DataFrame) -> str:
     """The decision's answer per model as a reStructuredText list, for the report's main page
     (report/workflow.rst reads ``html/answer.rst``) and the Decision page's caption."""
-    from workflow_scripts.decision.decide import answers, budgets_of, test_set_notes
+    from workflow_scripts.decision.render import answers, budgets_of, test_set_notes
 
     items = answers(decision)
     if not items:

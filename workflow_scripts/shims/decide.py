@@ -1,4 +1,5 @@
-from workflow_scripts.decision.decide import Budgets, write_decision
+from workflow_scripts.decision.budgets import Budgets
+from workflow_scripts.decision.decide import write_decision
 from workflow_scripts.shims import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

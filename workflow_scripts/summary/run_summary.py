@@ -19,7 +19,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from workflow_scripts.decision.decide import GROUP, _num, answers, budgets_of, drop_text, engine_table, flags_text, interval_text, read_tables, test_set_notes
+from workflow_scripts.decision.render import answers, budgets_of, drop_text, flags_text, interval_text, _num, test_set_notes
+from workflow_scripts.decision.budgets import GROUP
+from workflow_scripts.decision.decide import engine_table, read_tables
 
 HEADER = ("engine", "p50 ms [95% CI]", "p99 ms [95% CI]", "tasks/rounds", "img/s", "MB", "top-1 %",
           "drop pts [95% CI]", "energy mJ", "flags")
@@ -127,7 +129,7 @@ def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None
 def render_markdown(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None) -> str:
     """The summary as Markdown: the answer per model first, then one pipe table per device, dataset and model
     (what ``edgeptq summary --format md`` prints)."""
-    from workflow_scripts.decision.decide import answer_markdown
+    from workflow_scripts.decision.render import answer_markdown
 
     engines = engine_table(tables)
     chosen, ties = _chosen_and_ties(decision)
@@ -155,7 +157,7 @@ def render_markdown(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | No
 
 def summary_markdown(text: str, decision: pd.DataFrame | None) -> str:
     """summary.md: the answer per model as a Markdown list first, then the console text in a fenced block."""
-    from workflow_scripts.decision.decide import answer_markdown
+    from workflow_scripts.decision.render import answer_markdown
 
     head = ["# End-of-run summary", ""]
     answer = answer_markdown(decision) if decision is not None else []
