@@ -7,15 +7,22 @@ from workflow_scripts.calibration_study.variants import AUTO_VARIANT, NNCF_VARIA
 
 STUDY = config.get("calibration_study", {})
 STUDY_DIR = f"{RESULTS}/{DEVICE}/{BACKEND}/calibration_study"
-CAL_DIR = "{results}/{device}/{backend}/{dataset}_{size}px/{model}/calibration"
+# One model's study folder (paths.CALIBRATION_DIR), under the study's backend and, for the NNCF rescue,
+# under registry.RESCUE_BACKEND's; and its export. Each step's log: study_log (common.smk).
+CAL_DIR = paths.CALIBRATION_DIR
+ONNX_MODEL = paths.onnx_file("model.onnx")
+# The environments of the study's backend and of the rescue's (registry entries' env).
+STUDY_ENV = f"../{registry.backend(registry.STUDY_BACKEND).env}"
+RESCUE_ENV = f"../{registry.backend(registry.RESCUE_BACKEND).env}"
+
 # A built variant (never int8-auto), and any engine of the study (variants and int8-auto).
 BUILT = f"{{variant,{VARIANT_REGEX}}}"
 ANY = f"{{variant,{AUTO_VARIANT}|{VARIANT_REGEX}}}"
 
-if calibration_study_enabled() and BACKEND != "onnxruntime":
+if calibration_study_enabled() and BACKEND != registry.STUDY_BACKEND:
     raise ConfigError(
         f"config key 'calibration_study.enabled' is true, but the study builds ONNX Runtime INT8 models and the "
-        f"backend is {BACKEND!r}; run it with --config backend=onnxruntime"
+        f"backend is {BACKEND!r}; run it with --config backend={registry.STUDY_BACKEND}"
     )
 
 
@@ -28,14 +35,13 @@ STUDY_VARIANTS = list(dict.fromkeys(expand_variants(STUDY) + [STUDY_START]))
 # The same rescue through NNCF's quantize_with_accuracy_control on OpenVINO, for comparison.
 STUDY_NNCF = bool(STUDY.get("nncf_rescue", {}).get("enabled", False))
 STUDY_FP16 = "fp16" in config["precisions"]
-STUDY_CAL = f"{ENGINE_DIR}/calibration"
 # The ONNX Runtime INT8 type settings (CPU policy, reduce_range resolved at planning) of every study build.
-STUDY_INT8_OPTIONS = {k: config.get("onnxruntime", {}).get(k) for k in ("int8_cpu_policy", "reduce_range")}
-NNCF_CAL = "{results}/{device}/{backend}/{dataset}_{size}px/{model}/calibration"
+STUDY_INT8_OPTIONS = {k: config.get(registry.backend(registry.STUDY_BACKEND).options_key, {}).get(k)
+                      for k in ("int8_cpu_policy", "reduce_range")}
 NNCF_TABLES = [
     path
     for name in ("predictions.parquet", "latency.parquet", "json")
-    for path in matrix(f"{STUDY_CAL}/{NNCF_VARIANT}{'.' if name == 'json' else '_'}{name}", backend="openvino")
+    for path in matrix(f"{CAL_DIR}/{NNCF_VARIANT}{'.' if name == 'json' else '_'}{name}", backend=registry.RESCUE_BACKEND)
 ] if STUDY_NNCF else []
 # Every table the study summary reads, for the current matrix and variant list.
 STUDY_INPUTS = {
@@ -44,12 +50,12 @@ STUDY_INPUTS = {
         path
         for variant in STUDY_VARIANTS + ([AUTO_VARIANT] if STUDY_AUTO else [])
         for kind in ("predictions", "latency")
-        for path in matrix(f"{STUDY_CAL}/{{variant}}_{kind}.parquet", variant=variant, backend=BACKEND)
+        for path in matrix(f"{CAL_DIR}/{{variant}}_{kind}.parquet", variant=variant, backend=BACKEND)
     ],
-    "builds": [p for v in STUDY_VARIANTS for p in matrix(f"{STUDY_CAL}/{{variant}}_build.parquet", variant=v, backend=BACKEND)],
-    "sensitivity": matrix(f"{STUDY_CAL}/sensitivity.parquet", backend=BACKEND),
+    "builds": [p for v in STUDY_VARIANTS for p in matrix(f"{CAL_DIR}/{{variant}}_build.parquet", variant=v, backend=BACKEND)],
+    "sensitivity": matrix(f"{CAL_DIR}/sensitivity.parquet", backend=BACKEND),
     "fp16": matrix(f"{ENGINE_DIR}/fp16_predictions.parquet", backend=BACKEND) if STUDY_FP16 else [],
-    "auto": matrix(f"{STUDY_CAL}/{AUTO_VARIANT}.json", backend=BACKEND) if STUDY_AUTO else [],
+    "auto": matrix(f"{CAL_DIR}/{AUTO_VARIANT}.json", backend=BACKEND) if STUDY_AUTO else [],
     "nncf": NNCF_TABLES,
 }
 STUDY_OUTPUTS = {
@@ -69,13 +75,13 @@ CALIBRATION_STUDY_TARGETS = list(STUDY_OUTPUTS.values())
 
 rule calibration_prepare:
     input:
-        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+        onnx=ONNX_MODEL,
     output:
-        prepared=f"{CAL_DIR}/prepared.onnx",
+        prepared=paths.calibration_file("prepared.onnx"),
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/prepare.log",
+        study_log("prepare.log"),
     conda:
-        "../envs/onnxruntime.yaml"
+        STUDY_ENV
     script:
         "../workflow_scripts/shims/calibration_prepare.py"
 
@@ -83,7 +89,7 @@ rule calibration_prepare:
 rule calibration_statistics:
     input:
         data_files,
-        prepared=f"{CAL_DIR}/prepared.onnx",
+        prepared=paths.calibration_file("prepared.onnx"),
     output:
         statistics=f"{CAL_DIR}/statistics-n{{num_images,[0-9]+}}.npz",
     params:
@@ -92,9 +98,9 @@ rule calibration_statistics:
         seed=config["seed"],
     threads: job_cores
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/statistics-n{num_images}.log",
+        study_log("statistics-n{num_images}.log"),
     conda:
-        "../envs/onnxruntime.yaml"
+        STUDY_ENV
     script:
         "../workflow_scripts/shims/calibration_statistics.py"
 
@@ -102,7 +108,7 @@ rule calibration_statistics:
 rule build_calibration_variant:
     input:
         data_files,
-        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+        onnx=ONNX_MODEL,
         prepared=calibration_prepared_of,
         statistics=calibration_statistics_of,
     output:
@@ -124,9 +130,9 @@ rule build_calibration_variant:
         provenance=provenance_params,
     threads: job_cores
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/{variant}_build.log",
+        study_log("{variant}_build.log"),
     conda:
-        "../envs/onnxruntime.yaml"
+        STUDY_ENV
     script:
         "../workflow_scripts/shims/calibration_build.py"
 
@@ -144,7 +150,7 @@ use rule evaluate_engine as evaluate_calibration_variant with:
         labels=lambda w: variant_labels(w.variant, w.dataset, w.model, w.size),
         provenance=provenance_params,
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/{variant}_evaluate.log",
+        study_log("{variant}_evaluate.log"),
 
 
 use rule benchmark_latency as benchmark_calibration_variant with:
@@ -162,14 +168,14 @@ use rule benchmark_latency as benchmark_calibration_variant with:
         labels=lambda w: variant_labels(w.variant, w.dataset, w.model, w.size),
         provenance=provenance_params,
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/{variant}_latency.log",
+        study_log("{variant}_latency.log"),
 
 
 rule calibration_sensitivity:
     input:
         data_files,
-        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
-        prepared=f"{CAL_DIR}/prepared.onnx",
+        onnx=ONNX_MODEL,
+        prepared=paths.calibration_file("prepared.onnx"),
         engine=f"{CAL_DIR}/{STUDY_START}.onnx",
     output:
         table=f"{CAL_DIR}/sensitivity.parquet",
@@ -186,9 +192,9 @@ rule calibration_sensitivity:
         },
         provenance=provenance_params,
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/sensitivity.log",
+        study_log("sensitivity.log"),
     conda:
-        "../envs/onnxruntime.yaml"
+        STUDY_ENV
     script:
         "../workflow_scripts/shims/calibration_sensitivity.py"
 
@@ -196,10 +202,10 @@ rule calibration_sensitivity:
 rule calibration_int8_auto:
     input:
         data_files,
-        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
-        fp32=f"{{results}}/{{device}}/{{backend}}/{{dataset}}_{{size}}px/{{model}}/fp32.{ENGINE_EXT}",
+        onnx=ONNX_MODEL,
+        fp32=paths.engine_pattern("fp32", ENGINE_EXT),
         sensitivity=f"{CAL_DIR}/sensitivity.parquet",
-        prepared=f"{CAL_DIR}/prepared.onnx",
+        prepared=paths.calibration_file("prepared.onnx"),
         statistics=f"{CAL_DIR}/statistics-n{parse_variant(STUDY_START).num_images}.npz",
     output:
         engine=f"{CAL_DIR}/{AUTO_VARIANT}.onnx",
@@ -217,9 +223,9 @@ rule calibration_int8_auto:
         provenance=provenance_params,
     threads: job_cores
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/int8-auto.log",
+        study_log("int8-auto.log"),
     conda:
-        "../envs/onnxruntime.yaml"
+        STUDY_ENV
     script:
         "../workflow_scripts/shims/calibration_auto.py"
 
@@ -230,13 +236,13 @@ rule calibration_int8_auto:
 rule calibration_nncf_rescue:
     input:
         data_files,
-        onnx="{results}/{device}/onnx/{dataset}_{size}px/{model}/model.onnx",
+        onnx=ONNX_MODEL,
     output:
-        engine=f"{NNCF_CAL}/{NNCF_VARIANT}.xml",
-        weights=f"{NNCF_CAL}/{NNCF_VARIANT}.bin",
-        record=f"{NNCF_CAL}/{NNCF_VARIANT}.json",
+        engine=f"{CAL_DIR}/{NNCF_VARIANT}.xml",
+        weights=f"{CAL_DIR}/{NNCF_VARIANT}.bin",
+        record=f"{CAL_DIR}/{NNCF_VARIANT}.json",
     wildcard_constraints:
-        backend="openvino",
+        backend=registry.RESCUE_BACKEND,
     params:
         data_dir=data_dir,
         start=STUDY_START,
@@ -246,9 +252,9 @@ rule calibration_nncf_rescue:
         seed=config["seed"],
     threads: job_cores
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/nncf-ac.log",
+        study_log("nncf-ac.log"),
     conda:
-        "../envs/openvino.yaml"
+        RESCUE_ENV
     script:
         "../workflow_scripts/shims/calibration_nncf.py"
 
@@ -256,34 +262,34 @@ rule calibration_nncf_rescue:
 use rule evaluate_engine as evaluate_nncf_rescue with:
     input:
         data_files,
-        engine=f"{NNCF_CAL}/{NNCF_VARIANT}.xml",
-        beside=f"{NNCF_CAL}/{NNCF_VARIANT}.bin",
+        engine=f"{CAL_DIR}/{NNCF_VARIANT}.xml",
+        beside=f"{CAL_DIR}/{NNCF_VARIANT}.bin",
     output:
-        accuracy=f"{NNCF_CAL}/{NNCF_VARIANT}_accuracy.parquet",
-        predictions=f"{NNCF_CAL}/{NNCF_VARIANT}_predictions.parquet",
+        accuracy=f"{CAL_DIR}/{NNCF_VARIANT}_accuracy.parquet",
+        predictions=f"{CAL_DIR}/{NNCF_VARIANT}_predictions.parquet",
     wildcard_constraints:
-        backend="openvino",
+        backend=registry.RESCUE_BACKEND,
     params:
         labels=lambda w: variant_labels(NNCF_VARIANT, w.dataset, w.model, w.size),
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/nncf-ac_evaluate.log",
+        study_log("nncf-ac_evaluate.log"),
 
 
 use rule benchmark_latency as benchmark_nncf_rescue with:
     input:
         data_files,
-        engine=f"{NNCF_CAL}/{NNCF_VARIANT}.xml",
-        beside=f"{NNCF_CAL}/{NNCF_VARIANT}.bin",
+        engine=f"{CAL_DIR}/{NNCF_VARIANT}.xml",
+        beside=f"{CAL_DIR}/{NNCF_VARIANT}.bin",
     output:
-        summary=f"{NNCF_CAL}/{NNCF_VARIANT}_latency.parquet",
-        samples=f"{NNCF_CAL}/{NNCF_VARIANT}_latency_samples.parquet",
-        resources=f"{NNCF_CAL}/{NNCF_VARIANT}_latency_resources.parquet",
+        summary=f"{CAL_DIR}/{NNCF_VARIANT}_latency.parquet",
+        samples=f"{CAL_DIR}/{NNCF_VARIANT}_latency_samples.parquet",
+        resources=f"{CAL_DIR}/{NNCF_VARIANT}_latency_resources.parquet",
     wildcard_constraints:
-        backend="openvino",
+        backend=registry.RESCUE_BACKEND,
     params:
         labels=lambda w: variant_labels(NNCF_VARIANT, w.dataset, w.model, w.size),
     log:
-        "{results}/logs/calibration_study/{device}/{backend}/{dataset}_{size}px/{model}/nncf-ac_latency.log",
+        study_log("nncf-ac_latency.log"),
 
 
 rule calibration_study_summary:
@@ -295,7 +301,7 @@ rule calibration_study_summary:
             for key, path in STUDY_OUTPUTS.items()
         },
     params:
-        cells=study_cells(config, RESULTS, DEVICE, BACKEND, STUDY_BASELINE, nncf_backend="openvino" if STUDY_NNCF else None),
+        cells=study_cells(config, RESULTS, DEVICE, BACKEND, STUDY_BASELINE, nncf_backend=registry.RESCUE_BACKEND if STUDY_NNCF else None),
         start=STUDY_START,
         with_nncf=STUDY_NNCF,
         variants=STUDY_VARIANTS,

@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 # Only light modules here: planning never imports pandas, scipy, TensorFlow or a runtime.
 from workflow_scripts.core import paths, registry
-from workflow_scripts.core.config import check_config, check_renamed_keys, coerce_cli_values, rule_settings
+from workflow_scripts.core.config import check_config, check_renamed_keys, coerce_cli_values
+from workflow_scripts.core.config import settings_param as settings_param_of
 from workflow_scripts.core.device import detect_device_tag
 from workflow_scripts.fleet.placement import check_placement, probe_backends_while_planning, stage_placement
 from workflow_scripts.core.errors import ConfigError
@@ -102,15 +103,14 @@ for _note in _PRECISION_NOTES:
 check_user_matrix(config, BACKENDS)  # user models and data: fit, and backends an ONNX file can feed
 if PROBE_BACKENDS:
     check_threads(config)  # the measuring jobs run on this machine
-if PROBE_BACKENDS and "onnxruntime" in BACKENDS and config["onnxruntime"]["reduce_range"] is None:
-    # Resolved here, for the CPU that runs the jobs, so it is part of every ORT INT8 row's settings.
-    # (Planning for a device placed on other nodes, the job resolves it on its node and records the
-    # choice in its build row: int8_reduce_range.)
-    from workflow_scripts.backends.onnxruntime import resolve_int8_settings
-
-    config["onnxruntime"]["reduce_range"] = resolve_int8_settings(config["onnxruntime"])["reduce_range"]
-# The backend of the ONNX Runtime-only parts (the calibration study), and its engine suffix.
-BACKEND = "onnxruntime" if "onnxruntime" in BACKENDS else BACKENDS[0]
+for _backend in BACKENDS if PROBE_BACKENDS else []:
+    # Options left to planning (ONNX Runtime's reduce_range: null) are resolved here, for the machine that
+    # runs the jobs, so they are part of every row's settings (registry hook plan_options).
+    _plan_options = registry.backend(_backend).hook("plan_options")
+    if _plan_options is not None:
+        _plan_options(config)
+# The backend of the calibration study (registry.STUDY_BACKEND) where it runs, and its engine suffix.
+BACKEND = registry.STUDY_BACKEND if registry.STUDY_BACKEND in BACKENDS else BACKENDS[0]
 ENGINE_EXT = registry.ENGINE_SUFFIX[BACKEND]
 
 # Where each rule's log goes: one folder, mirroring the artifact it explains.
@@ -152,9 +152,8 @@ def settings_param(rule):
     the dict also names it (``rule``) for the job."""
 
     def settings(w):
-        return {"rule": rule, **rule_settings(config, rule, precision=w.get("precision"),
-                                              backend=w.get("backend"), dataset=w.get("dataset"),
-                                              model=w.get("model"))}
+        return settings_param_of(config, rule, precision=w.get("precision"), backend=w.get("backend"),
+                                 dataset=w.get("dataset"), model=w.get("model"))
 
     return settings
 
@@ -193,16 +192,10 @@ def export_provenance(w):
 
 
 def backend_options(w):
-    """Per-job facts a backend's build needs besides its settings (paths, shapes, the device)."""
-    if w.backend != "tensorrt":
-        return {}
-    return {
-        "device": w.device,
-        # Timing caches are per device and TensorRT version: they live under the device.
-        "timing_cache": f"{RESULTS}/{w.device}/tensorrt/timing.cache",
-        "batch_size": config["benchmark"]["batch_size"],
-        "input_shape": [int(w.size), int(w.size), 3],
-    }
+    """Per-job facts a backend's build needs besides its settings (paths, shapes, the device): the
+    backend's job_options hook (registry), as the on-device runner's."""
+    job_options = registry.backend(w.backend).hook("job_options")
+    return job_options(RESULTS, w.device, w.size, config) if job_options is not None else {}
 
 
 def engine_labels(w):
@@ -347,7 +340,7 @@ def summary_dir_of_tables(wildcards, input):
 
 def calibration_prepared_of(w):
     """The calibration study's pre-processed graph of one model (one per model)."""
-    return f"{paths.ENGINE_DIR.format(**w)}/calibration/prepared.onnx"
+    return paths.calibration_file("prepared.onnx").format(**w)
 
 
 def calibration_statistics_of(w):
@@ -355,7 +348,12 @@ def calibration_statistics_of(w):
     from workflow_scripts.calibration_study.variants import parse_variant
 
     n = parse_variant(w.variant).num_images
-    return f"{paths.ENGINE_DIR.format(**w)}/calibration/statistics-n{n}.npz"
+    return paths.calibration_file(f"statistics-n{n}.npz").format(**w)
+
+
+def study_log(name):
+    """The log ``name`` of a calibration study step about one model (rules/calibration_study.smk)."""
+    return paths.log_in("calibration_study", "engine_dir", name)
 
 
 def calibration_study_enabled():

@@ -260,6 +260,11 @@ def reached_imports(roots: set[str], backend_modules: set[str]) -> dict[str, set
 # --------------------------------------------------------------------------- rules and environments
 
 
+# Environments named after a backend's role in the registry (rules/calibration_study.smk).
+ROLE_ENVS = {"STUDY_ENV": registry.backend(registry.STUDY_BACKEND).env,
+             "RESCUE_ENV": registry.backend(registry.RESCUE_BACKEND).env}
+
+
 @dataclass
 class Rule:
     name: str
@@ -307,6 +312,8 @@ def parse_rules() -> dict[str, Rule]:
                     current.conda = str((smk.parent / value.strip("\"'")).resolve().relative_to(REPO))
                 elif value == "backend_env" or "_entry.env" in value:
                     current.conda = "BACKEND"
+                elif value in ROLE_ENVS:  # rules/calibration_study.smk: the env of a backend with a role
+                    current.conda = ROLE_ENVS[value]
                 else:
                     raise AssertionError(f"{smk.name}:{i + 1}: conda directive {value!r} is not understood by "
                                          "this test; teach parse_rules what it means")

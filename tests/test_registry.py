@@ -80,3 +80,16 @@ def test_parse_round_trips_every_engine_table():
         for precision in registry.PRECISIONS:
             parsed = paths.parse(paths.engine_table(kind).format(precision=precision, **fields), "res")
             assert parsed["kind"] == kind and parsed["precision"] == precision and parsed["input_size"] == 96
+
+
+def test_each_datasets_batch_size_is_the_schemas_default():
+    assert SCHEMA["train"]["properties"]["batch_size"]["default"] == {
+        name: entry.batch_size for name, entry in registry.DATASETS.items()}
+
+
+def test_a_missing_training_batch_size_suggests_the_datasets_own_default():
+    from workflow_scripts.core.config import validate_config
+
+    with pytest.raises(ConfigError, match=r"no entry for dataset 'oxford_flowers102'.*oxford_flowers102: 4\}"):
+        validate_config({"models": ["MobileNetV3Small"], "datasets": ["oxford_flowers102"],
+                         "train": {"batch_size": {"digits": 8}}})

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.calibration_study.variants import AUTO_VARIANT, NNCF_VARIANT
+from workflow_scripts.core.registry import RESCUE_BACKEND, STUDY_BACKEND, backend as backend_entry
 
 # Operations with weights (ONNX and OpenVINO names): a float one keeps float weights and a float GEMM.
 WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Convolution", "GroupConvolution", "ConvolutionBackpropData"}
@@ -49,18 +50,19 @@ def rescue_rows(cell: dict, start_variant: str, with_nncf: bool, n_resamples: in
         table = pd.read_parquet(cal / "sensitivity.parquet")
         if "sensitivity_s" in table:
             sensitivity_s = float(table["sensitivity_s"].iloc[0])
-    entries = [(start_variant, "start (collapsed)", "onnxruntime", cal / start_variant, None),
-               (AUTO_VARIANT, "int8-auto (ours)", "onnxruntime", cal / AUTO_VARIANT, cal / f"{AUTO_VARIANT}.json")]
+    entries = [(start_variant, "start (collapsed)", STUDY_BACKEND, cal / start_variant, None),
+               (AUTO_VARIANT, "int8-auto (ours)", STUDY_BACKEND, cal / AUTO_VARIANT, cal / f"{AUTO_VARIANT}.json")]
     if with_nncf and nncf_dir is not None:
         ncal = Path(nncf_dir)
-        entries.append((NNCF_VARIANT, "NNCF accuracy control", "openvino", ncal / NNCF_VARIANT,
+        entries.append((NNCF_VARIANT, "NNCF accuracy control", RESCUE_BACKEND, ncal / NNCF_VARIANT,
                         ncal / f"{NNCF_VARIANT}.json"))
     rows = []
     for variant, method, backend, stem, record_path in entries:
         correct = correctness_of(pd.read_parquet(f"{stem}_predictions.parquet"))
         drop, low, high = paired_drop(fp32, correct, n_resamples=n_resamples, seed=seed)
         latency = _latency(Path(f"{stem}_latency.parquet"))
-        engine = [Path(f"{stem}.onnx")] if backend == "onnxruntime" else [Path(f"{stem}.xml"), Path(f"{stem}.bin")]
+        entry = backend_entry(backend)  # the engine file and the files beside it (OpenVINO's .bin)
+        engine = [Path(f"{stem}.{ext}") for ext in (entry.suffix, *entry.companions)]
         row = {"dataset": cell["dataset"], "model": cell["model"], "method": method, "variant": variant,
                "backend": backend, "test_images": int(len(correct)), "drop_points": drop, "drop_ci_low": low,
                "drop_ci_high": high, "within_1_point": bool(high <= 1.0), "float_nodes": 0,

@@ -117,7 +117,9 @@ def build_variant(onnx_path: str | Path, engine_path: str | Path, variant_id: st
         options.update(prepared_model=str(prepared), calibration_statistics=str(statistics))
         shared = {"shared_statistics": True, "statistics_s": float(stats.timings.get("total_s", float("nan")))}
     backend_options = {k: v for k, v in (int8_options or {}).items() if v is not None}
-    runs = build_engine_benchmark("onnxruntime", onnx_path, engine_path, "int8", data_dir, options, backend_options,
+    from workflow_scripts.core.registry import STUDY_BACKEND
+
+    runs = build_engine_benchmark(STUDY_BACKEND, onnx_path, engine_path, "int8", data_dir, options, backend_options,
                                   build_table, resources_table, calibration_json, calibration_cache,
                                   warmup=0, repeats=1, monitor_interval_s=monitor_interval_s, seed=seed,
                                   provenance=provenance)

@@ -51,11 +51,11 @@ def check_config(config: dict) -> None:
         if isinstance(config.get(key), str):
             config[key] = os.path.expanduser(config[key])
     backends = config.get("backends", "auto")
-    if "tensorrt" in ([backends] if isinstance(backends, str) else list(backends)):
-        # Before any backend is probed: a workstation planning a board's TensorRT run is told too.
-        from workflow_scripts.backends.tensorrt.options import check_config_options
-
-        check_config_options(config)
+    for name in [backends] if isinstance(backends, str) else list(backends):
+        # Before any backend is probed: a workstation planning a board's run is told too.
+        check = registry.BACKENDS[name].hook("check_config") if name in registry.BACKENDS else None
+        if check is not None:
+            check(config)
     if config["input_size"] < 32:
         raise ConfigError("config key 'input_size' must be at least 32 (the MobileNetV3 minimum)")
     from workflow_scripts.core.config_checks import check_weights_and_subsets
@@ -65,9 +65,11 @@ def check_config(config: dict) -> None:
     trained = [m for m in config["models"] if m not in (config.get("user_models") or {})]
     for dataset in config["datasets"] if trained else []:
         if dataset not in config["train"]["batch_size"]:
+            # A registered dataset's own default (registry Dataset.batch_size; the schema's default lists them).
+            size = registry.DATASETS[dataset].batch_size if dataset in registry.DATASETS else 32
             raise ConfigError(
                 f"config key 'train.batch_size' has no entry for dataset {dataset!r}; "
-                f"add e.g. train: {{batch_size: {{{dataset}: 32}}}}"
+                f"add e.g. train: {{batch_size: {{{dataset}: {size}}}}}"
             )
     check_weights_and_subsets(config, lambda dataset: dataset_classes(config, dataset))
     device = config.get("device", "auto")
@@ -342,17 +344,19 @@ def comparable_settings(config: dict, precision: str | None = None, backend: str
         options = backend_settings(backend, dict(config[key]), precision)
         if options:
             out[key] = options
-        if backend == "tensorrt":
-            batch = config.get("benchmark", {}).get("batch_size")
-            if batch is not None:
-                out["benchmark"] = {**out.get("benchmark", {}), "batch_size": batch}
+        for dotted in entry.shared_settings:  # other blocks' keys its builds read (registry)
+            block, _, leaf = dotted.partition(".")
+            value = config.get(block, {}).get(leaf)
+            if value is not None:
+                out[block] = {**out.get(block, {}), leaf: value}
     return _plain(out)
 
 
 def backend_settings(backend: str, options: dict, precision: str) -> dict:
     """The part of a backend's options block that can change a ``precision`` row of it."""
-    if backend == "tensorrt" and options.get("dla_core") is None:
-        options.pop("gpu_fallback", None)
+    settings_filter = registry.BACKENDS[backend].hook("settings_filter")
+    if settings_filter is not None:
+        options = settings_filter(options, precision)
     if precision != "int8":
         int8_only = registry.BACKENDS[backend].int8_options
         options = {k: v for k, v in options.items() if k not in int8_only}
@@ -382,6 +386,15 @@ def rule_settings(config: dict, rule: str, precision: str | None = None, backend
         precision = "int8"
     return comparable_settings(config, precision=precision, backend=backend, stage=rule, dataset=dataset,
                                model=model)
+
+
+def settings_param(config: dict, rule: str, precision: str | None = None, backend: str | None = None,
+                   dataset: str | None = None, model: str | None = None) -> dict:
+    """The ``settings`` param of one job of logical rule ``rule`` (build_engine_<backend> is build_engine):
+    :func:`rule_settings` with the rule's name (``rule``) for the job. rules/common.smk's ``settings_param``
+    and the on-device runner both give their jobs this."""
+    return {"rule": rule, **rule_settings(config, rule, precision=precision, backend=backend, dataset=dataset,
+                                          model=model)}
 
 
 def settings_json(settings: dict) -> str:

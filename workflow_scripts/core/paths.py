@@ -30,6 +30,9 @@ MODEL_DIR = "{results}/models/{dataset}_{size}px/{model}"
 ONNX_DIR = "{results}/{device}/onnx/{dataset}_{size}px/{model}"
 ENGINE_DIR = "{results}/{device}/{backend}/{dataset}_{size}px/{model}"
 ENGINE = ENGINE_DIR + "/{precision}.{ext}"
+# The INT8 calibration study's files of one model (rules/calibration_study.smk): prepared.onnx,
+# statistics-n<images>.npz, and per variant <variant>.onnx with its tables.
+CALIBRATION_DIR = ENGINE_DIR + "/calibration"
 
 # Per-engine tables: {precision}_<kind>.parquet in the engine folder.
 ENGINE_TABLES = ("build", "build_resources", "latency", "latency_samples", "latency_resources",
@@ -68,12 +71,24 @@ def engine_side_file(name: str, precision: str = "{precision}") -> str:
     return f"{ENGINE_DIR}/{precision}_{name}"
 
 
+def engine_pattern(precision: str = "{precision}", ext: str = "{ext}") -> str:
+    """The engine pattern with ``precision`` and/or ``ext`` (the backend's suffix) filled in."""
+    return ENGINE.replace("{precision}", precision).replace("{ext}", ext)
+
+
+def calibration_file(name: str) -> str:
+    """A file of the calibration study in one model's engine folder (``calibration/<name>``)."""
+    return f"{CALIBRATION_DIR}/{name}"
+
+
 # What a log is named after, below logs/<rule>/: the artifact it explains, without the workflow's
 # own folder names and file suffixes.
 LOG_OF = {
     "data": "{dataset}_{size}px",
     "model": "{dataset}_{size}px/{model}",
     "onnx": "{device}/{dataset}_{size}px/{model}",
+    # One model's engine folder (the calibration study's logs: one file per step in it).
+    "engine_dir": "{device}/{backend}/{dataset}_{size}px/{model}",
     "engine": "{device}/{backend}/{dataset}_{size}px/{model}/{precision}",
 }
 
@@ -81,6 +96,11 @@ LOG_OF = {
 def log_file(rule: str, of: str, precision: str = "{precision}") -> str:
     """The log of a job of ``rule`` about one artifact (``of``: a key of :data:`LOG_OF`)."""
     return f"{{results}}/logs/{rule}/{LOG_OF[of].replace('{precision}', precision)}.log"
+
+
+def log_in(rule: str, of: str, name: str) -> str:
+    """A log named ``name`` in the log folder of ``rule`` about one artifact (``of``: a key of :data:`LOG_OF`)."""
+    return f"{{results}}/logs/{rule}/{LOG_OF[of]}/{name}"
 
 
 # --- plain functions for code outside Snakemake ----------------------------------------------

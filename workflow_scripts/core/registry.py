@@ -3,8 +3,9 @@
 Everything that enumerates them derives from here: the rules' wildcard constraints, the config
 checks, the schema's enums (``tests/test_registry.py`` asserts they agree), provenance's
 ``backend_version``, the summary's path parser and the tests. Adding a backend is a module under
-``workflow_scripts/backends/``, one :class:`Backend` entry below, an ``envs/`` file and a schema
-options block.
+``workflow_scripts/backends/``, one :class:`Backend` entry below (with the hooks its own folder offers:
+config checks, settings filter, per-job options), an ``envs/`` file and a schema options block. Only this
+module and ``workflow_scripts/backends/`` name a backend (tests/test_backend_knowledge.py).
 
 This module imports nothing heavy: it is read while Snakemake builds the DAG.
 """
@@ -44,8 +45,9 @@ class Dataset:
 
     name: str
     loader: str  # "module:function" under workflow_scripts.data.sources
+    # The default of config key train.batch_size for it (config/schema.yaml's default lists these;
+    # tests/test_registry.py asserts they agree).
     batch_size: int
-    needs_resources: bool  # read from resources_dir (published archives) rather than a package
     num_classes: int = 0  # known before preparation (planning checks train.max_images against it)
 
 
@@ -77,6 +79,29 @@ class Backend:
     # Whether INT8 follows config key calibration.method (else the backend's own fixed method,
     # recorded in the build row; only the images, their number and per_channel are shared).
     follows_calibration_method: bool = True
+    # Dotted keys of other config blocks its builds read (compared on its engine rows, e.g. the batch
+    # TensorRT's optimization profile is built for).
+    shared_settings: tuple[str, ...] = field(default_factory=tuple)
+    # The distribution whose version every row records in its own column ``<name>_version`` ('' for none).
+    version_column: str = ""
+    # Hooks: "module:function" under workflow_scripts.backends, each in a light module of the backend's own
+    # folder (read while planning). :func:`hook` returns one, or None where the backend has none.
+    #   check_config(config): the options block against the rest of the config, before anything is probed;
+    #   plan_options(config): fill options left to planning (in place), on the machine that runs the jobs;
+    #   check_installed(config, precisions): what the installed runtime cannot build (needs it available);
+    #   int8_calibrates(options) -> bool: whether its INT8 builds calibrate (so follow calibration.method);
+    #   settings_filter(options, precision) -> dict: the options that can change a row of that precision;
+    #   job_options(results, device, size, config) -> dict: per-job facts its builds need (paths, shapes);
+    #   hardware_support(precision) -> (ok, why): whether this machine runs a HARDWARE_PRECISIONS engine.
+    hooks: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def hook(self, name: str):
+        """The function of hook ``name`` (see ``hooks``), imported now; None where the backend has none."""
+        target = dict(self.hooks).get(name)
+        if target is None:
+            return None
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(f"workflow_scripts.backends.{module}"), function)
 
     def available(self) -> tuple[bool, str]:
         """Whether this backend can run here, and why not (cheap: no heavy import for CPU backends)."""
@@ -157,18 +182,19 @@ MODELS: dict[str, Model] = {m.name: m for m in (
 )}
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("digits", "digits:load_digits_source", 32, needs_resources=False, num_classes=10),
-    Dataset("cifar100", "cifar100:load_cifar100_source", 32, needs_resources=True, num_classes=100),
-    Dataset("oxford_flowers102", "flowers102:load_flowers102_source", 4, needs_resources=True, num_classes=102),
+    Dataset("digits", "digits:load_digits_source", 32, num_classes=10),
+    Dataset("cifar100", "cifar100:load_cifar100_source", 32, num_classes=100),
+    Dataset("oxford_flowers102", "flowers102:load_flowers102_source", 4, num_classes=102),
     # Debian's dataset-fashion-mnist (or resources_dir/fashion-mnist): the real 70,000 images.
-    Dataset("fashion_mnist", "fashion_mnist:load_fashion_mnist", 64, needs_resources=False, num_classes=10),
+    Dataset("fashion_mnist", "fashion_mnist:load_fashion_mnist", 64, num_classes=10),
 )}
 
 _ALL_METHODS = ("entropy", "minmax", "percentile")
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("onnxruntime", "onnxruntime", "onnx", "onnx", NO_BF16, _ALL_METHODS,
             "envs/onnxruntime.yaml", ("onnxruntime",), "onnxruntime", ("onnxruntime", "onnx"),
-            options_key="onnxruntime", int8_options=("int8_cpu_policy", "reduce_range", "calibrator")),
+            options_key="onnxruntime", int8_options=("int8_cpu_policy", "reduce_range", "calibrator"),
+            version_column="onnxruntime", hooks=(("plan_options", "onnxruntime.planning:plan_options"),)),
     # The TFLite converter calibrates with min/max over a representative dataset.
     Backend("litert", "litert", "tflite", "keras", NO_BF16, ("minmax",),
             "envs/litert.yaml", ("ai-edge-litert",), "litert", ("ai_edge_litert", "tensorflow"),
@@ -178,18 +204,33 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("openvino", "openvino", "xml", "onnx", PRECISIONS, ("minmax",),
             "envs/openvino.yaml", ("openvino",), "openvino", ("openvino", "nncf"),
             options_key="openvino", companions=("bin",), int8_options=("preset", "fast_bias_correction"),
-            follows_calibration_method=False),
+            follows_calibration_method=False,
+            hooks=(("hardware_support", "openvino.planning:hardware_support"),)),
     # TensorRT's implicit calibrator is IInt8EntropyCalibrator2 only: any other method would be
     # silently replaced by entropy. bf16: BuilderFlag.BF16 (TensorRT 10, compute capability >= 8.0).
     Backend("tensorrt", "tensorrt", "engine", "onnx", PRECISIONS, ("entropy",),
             "envs/tensorrt.yaml", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "tensorrt",
-            ("tensorrt", "polygraphy"), options_key="tensorrt", needs_gpu=True, int8_options=("int8_mode",)),
+            ("tensorrt", "polygraphy"), options_key="tensorrt", needs_gpu=True, int8_options=("int8_mode",),
+            shared_settings=("benchmark.batch_size",), version_column="tensorrt",
+            hooks=tuple((name, f"tensorrt.planning:{name}") for name in (
+                "check_config", "check_installed", "int8_calibrates", "settings_filter", "job_options",
+                "hardware_support"))),
 )}
 
 # Backends whose INT8 calibration follows config key calibration.method (the others use their
 # own fixed scheme, recorded in the row: LiteRT's representative dataset, NNCF's defaults).
 METHOD_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.follows_calibration_method)
 ENGINE_SUFFIX = {name: b.suffix for name, b in BACKENDS.items()}
+# Backends that need an NVIDIA GPU; the first is what the on-device runner (fleet/device_run.py) builds
+# unless told otherwise.
+GPU_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.needs_gpu)
+# The INT8 calibration study's backend: its quantizer exposes every calibration axis (method, images,
+# per-channel, symmetry, exclusions) and int8-auto's float fallback (rules/calibration_study.smk).
+STUDY_BACKEND = "onnxruntime"
+# Where the study's comparison rescue runs: NNCF's quantize_with_accuracy_control on OpenVINO.
+RESCUE_BACKEND = "openvino"
+# The runtime of the published study the claims are checked against (summary/claims.py).
+CLAIMS_RUNTIME = "tensorrt"
 
 
 def backend(name: str) -> Backend:
@@ -265,17 +306,15 @@ def check_backend_config(name: str, config: dict, probe: bool = True) -> None:
     # Named backends: a precision one cannot build, or cannot run on this hardware, is refused here;
     # under backends: auto that pair is left out of the matrix (engine_precisions says so).
     precisions = engine_precisions([name], config, probe)[0][name]
-    if probe and name == "tensorrt" and entry.available()[0]:
-        # Refuse at planning what this TensorRT cannot build (e.g. INT8 by calibration on TensorRT 11,
-        # a tensorrt.dla_core this device does not have).
-        trt = load(name)
-        trt.check_config_options(config)  # also where backends is auto (config.check_config: named only)
-        found = trt.probe()
-        trt.check_build_request(precisions, config.get("tensorrt", {}), trt.version(),
-                                found.get("num_DLA_cores"), found.get("compute_capability"))
+    installed = entry.hook("check_installed") if probe else None
+    if installed is not None and entry.available()[0]:
+        # Refuse at planning what the installed runtime cannot build (e.g. INT8 by calibration on
+        # TensorRT 11, a DLA core this device does not have).
+        installed(config, precisions)
     if "int8" not in precisions or name not in METHOD_BACKENDS:
         return
-    if name == "tensorrt" and config.get("tensorrt", {}).get("int8_mode", "calibration") != "calibration":
+    calibrates = entry.hook("int8_calibrates")
+    if calibrates is not None and not calibrates(config.get(entry.options_key or name, {})):
         return
     method = config.get("calibration", {}).get("method", "entropy")
     if method not in entry.calibration_methods:
@@ -303,14 +342,8 @@ def precision_support(name: str, precision: str, probe: bool = True) -> tuple[bo
         return False, (f"backend {name!r} builds no {precision} engines (it builds {', '.join(entry.precisions)})")
     if precision not in HARDWARE_PRECISIONS or not probe:
         return True, ""
-    if name == "openvino":
-        from workflow_scripts.core.device import cpu_bf16_support
-
-        ok, why = cpu_bf16_support()
-        return (True, "") if ok else (False, f"backend 'openvino' cannot run bf16 here: {why}")
-    if name == "tensorrt" and entry.available()[0]:
-        return load(name).bf16_support(load(name).probe())
-    return True, ""
+    support = entry.hook("hardware_support")
+    return support(precision) if support is not None else (True, "")
 
 
 def engine_precisions(backends: list[str], config: dict, probe: bool = True) -> tuple[dict[str, list[str]], list[str]]:

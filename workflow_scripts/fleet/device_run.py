@@ -25,10 +25,11 @@ import copy
 import logging
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
 import yaml
+
+from workflow_scripts.core import paths, registry
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("build", "latency", "accuracy")
@@ -67,23 +68,19 @@ def load_config(configfiles: List[Path]) -> Dict[str, Any]:
     return config
 
 
-# --- paths -------------------------------------------------------------------------------------
-
-
-def engine_suffix(backend: str) -> str:
-    try:
-        from workflow_scripts.core.registry import ENGINE_SUFFIX
-    except ImportError:
-        from workflow_scripts.core.paths import ENGINE_SUFFIX
-    return ENGINE_SUFFIX[backend]
+# --- paths (all from workflow_scripts.core.paths, as the rules') ----------------------------------
 
 
 def find_onnx(results: str, device: str, dataset: str, size: int, model: str, onnx_device: Optional[str]) -> Path:
     """The exported model.onnx: under ``onnx_device`` if named, else this device, else the only one found."""
-    rel = Path("onnx") / f"{dataset}_{size}px" / model / "model.onnx"
+    def export_of(tag: str) -> Path:
+        return Path(paths.onnx_file("model.onnx").format(results=results, device=tag, dataset=dataset, size=size,
+                                                         model=model))
+
+    rel = export_of("DEVICE").relative_to(Path(results) / "DEVICE")
     for tag in [t for t in (onnx_device, device) if t]:
-        if (Path(results) / tag / rel).is_file():
-            return Path(results) / tag / rel
+        if export_of(tag).is_file():
+            return export_of(tag)
     if onnx_device:
         raise FileNotFoundError(f"no {rel} under {results}/{onnx_device}/; copy the workstation's export there")
     found = sorted(Path(results).glob(f"*/{rel.as_posix()}"))
@@ -98,20 +95,13 @@ def find_onnx(results: str, device: str, dataset: str, size: int, model: str, on
 
 def job_paths(results: str, device: str, backend: str, dataset: str, size: int, model: str,
               precision: str) -> Dict[str, Path]:
-    base = Path(results) / device / backend / f"{dataset}_{size}px" / model
-    files = {
-        "engine": base / f"{precision}.{engine_suffix(backend)}",
-        "build": base / f"{precision}_build.parquet",
-        "build_resources": base / f"{precision}_build_resources.parquet",
-        "latency": base / f"{precision}_latency.parquet",
-        "latency_samples": base / f"{precision}_latency_samples.parquet",
-        "latency_resources": base / f"{precision}_latency_resources.parquet",
-        "accuracy": base / f"{precision}_accuracy.parquet",
-        "predictions": base / f"{precision}_predictions.parquet",
-    }
+    """The engine and every per-engine table of one job (and INT8's calibration files), as the rules name them."""
+    fields = dict(results=results, device=device, backend=backend, dataset=dataset, size=size, model=model)
+    files = {"engine": Path(paths.engine_file(results, device, backend, dataset, size, model, precision))}
+    files.update({kind: Path(paths.engine_table(kind, precision).format(**fields)) for kind in paths.ENGINE_TABLES})
     if precision == "int8":
-        files["calibration_json"] = base / "int8_calibration.json"
-        files["calibration_cache"] = base / "int8_calibration.cache"
+        for name in ("calibration.json", "calibration.cache"):
+            files[f"calibration_{name.split('.')[1]}"] = Path(paths.engine_side_file(name, precision).format(**fields))
     return files
 
 
@@ -125,19 +115,16 @@ STAGE_RULES = {"build": "build_engine", "latency": "benchmark_latency", "accurac
 
 def provenance_for(config: Dict[str, Any], rule: str, device: str, backend: str, wildcards: Dict[str, str],
                    threads: int, **extra: Any) -> Dict[str, Any]:
-    """Provenance columns exactly as the rule's shim computes them (``shims.provenance_of``), with the
-    ``settings`` param rules/common.smk's ``settings_param`` gives the rule (``config.rule_settings``)."""
-    from workflow_scripts.core.config import rule_settings
-    from workflow_scripts.shims import provenance_of
+    """Provenance columns exactly as the rule's shim computes them: the same function
+    (``core.provenance.job_provenance``) with the ``settings`` param the rule gets (``config.settings_param``)."""
+    from workflow_scripts.core.config import settings_param
+    from workflow_scripts.core.provenance import job_provenance
 
     if rule == "build_engine" and wildcards.get("precision") == "int8":
         rule = "build_int8_engine"
-    settings = {"rule": rule, **rule_settings(config, rule, precision=wildcards.get("precision"),
-                                              backend=backend, dataset=wildcards.get("dataset"),
-                                              model=wildcards.get("model"))}
-    job = SimpleNamespace(config=config, rule=rule, wildcards=dict(wildcards), threads=threads,
-                          params=SimpleNamespace(provenance={"device": device, "backend": backend}, settings=settings))
-    return provenance_of(job, **extra)
+    settings = settings_param(config, rule, precision=wildcards.get("precision"), backend=backend,
+                              dataset=wildcards.get("dataset"), model=wildcards.get("model"))
+    return job_provenance(config, rule, threads, {"device": device, "backend": backend}, settings, **extra)
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -148,7 +135,7 @@ def run_job(config: Dict[str, Any], stage: str, backend: str, device: str, datas
     size = int(config["input_size"])
     results = config["results_dir"]
     files = job_paths(results, device, backend, dataset, size, model, precision)
-    data_dir = Path(results) / "data" / f"{dataset}_{size}px"
+    data_dir = Path(paths.data_dir(results, dataset, size))
     wildcards = {"dataset": dataset, "model": model, "precision": precision, "size": str(size),
                  "device": device, "backend": backend}
     labels = {"dataset": dataset, "model": model, "precision": precision, "input_size": size}
@@ -158,11 +145,9 @@ def run_job(config: Dict[str, Any], stage: str, backend: str, device: str, datas
         from workflow_scripts.stages.engine import build_engine_benchmark
 
         backend_options: Dict[str, Any] = dict(config.get(backend) or {})
-        if backend == "tensorrt":  # as rules/common.smk's backend_options
-            backend_options.update(
-                device=device, timing_cache=f"{results}/{device}/tensorrt/timing.cache",
-                batch_size=config["benchmark"]["batch_size"], input_shape=[size, size, 3],
-            )
+        job_options = registry.backend(backend).hook("job_options")
+        if job_options is not None:  # as rules/common.smk's backend_options
+            backend_options.update(job_options(results, device, size, config))
         build_engine_benchmark(
             backend=backend, source_path=onnx_path, engine_path=files["engine"], precision=precision,
             data_dir=data_dir, calibration=config["calibration"] if precision == "int8" else {},
@@ -204,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workflow_scripts.fleet.device_run",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", type=Path, action="append", default=[])
-    parser.add_argument("--backend", default="tensorrt")
+    parser.add_argument("--backend", default=registry.GPU_BACKENDS[0])
     parser.add_argument("--models", nargs="+")
     parser.add_argument("--datasets", nargs="+")
     parser.add_argument("--precisions", nargs="+")
@@ -220,11 +205,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from workflow_scripts.core.errors import EdgePTQError
 
     config = load_config(args.configfile)
-    if args.backend == "tensorrt":
-        from workflow_scripts.backends.tensorrt.options import check_config_options
-
-        try:  # before any job: a config TensorRT cannot build is refused up front, naming the key
-            check_config_options(config)
+    entry = registry.BACKENDS.get(args.backend)
+    check = entry.hook("check_config") if entry else None
+    if check is not None:
+        try:  # before any job: a config the backend cannot build is refused up front, naming the key
+            check(config)
         except EdgePTQError as exc:
             LOG.error("%s", exc)
             return 2

@@ -142,14 +142,10 @@ class Validator:
             "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
             "jetson": jetson_model(), "gpu": nvidia_gpu_name(),
         }
-        for name in ("polygraphy", "onnx", "onnxruntime"):
-            try:
-                facts[name] = __import__(name).__version__
-            except Exception as exc:  # noqa: BLE001 - a version report never fails
-                facts[name] = f"missing ({type(exc).__name__})"
-        trt_backend = self.backend()
-        facts["tensorrt"] = trt_backend.version()
-        facts["probe"] = trt_backend.probe()
+        from workflow_scripts.backends.tensorrt.planning import validation_versions
+
+        # Polygraphy, ONNX, ONNX Runtime (the reference), TensorRT and its probe: the backend's own list.
+        facts.update(validation_versions(self.backend()))
         return facts
 
     def stage_pinned_memory(self) -> Dict[str, Any]:

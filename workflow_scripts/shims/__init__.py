@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -203,36 +202,19 @@ def remove_stale_scratch(outputs: list[str]) -> None:
 
 
 def row_settings(snakemake) -> dict:
-    """The settings this job's rows record: the rule's ``settings`` param (what Snakemake hashes for
-    reruns, built by rules/common.smk from ``config.rule_settings``), plus for the timed rules
-    ``runtime.<rule>.threads``, the CPU threads the measurement really ran with (``benchmark.threads``,
-    or the job's threads when that is 0), so rows measured with other ``--cores`` never mix silently."""
-    from workflow_scripts.core.config import TIMED_RULES
+    """The settings this job's rows record (:func:`workflow_scripts.core.provenance.row_settings`)."""
+    from workflow_scripts.core.provenance import row_settings as settings_of
 
-    settings = json.loads(json.dumps(dict(getattr(snakemake.params, "settings", {}) or {})))
-    # The logical rule (config.RULE_SETTINGS): build_engine_<backend> is build_engine.
-    rule = settings.pop("rule", getattr(snakemake, "rule", ""))
-    if rule in TIMED_RULES:
-        configured = settings.get("benchmark", {}).get("threads") if rule == "benchmark_latency" else 0
-        settings["runtime"] = {rule: {"threads": int(configured or snakemake.threads)}}
-    return settings
+    return settings_of(getattr(snakemake.params, "settings", {}), getattr(snakemake, "rule", ""),
+                       getattr(snakemake, "threads", None))
 
 
 def provenance_of(snakemake, **extra) -> dict:
-    """Provenance columns for this job: params' device/backend, the hash of the whole config, and the
-    settings that determine what this job's rows measure (``settings``, ``settings_hash``)."""
-    from workflow_scripts.core.config import settings_hash, settings_json, short_hash
-    from workflow_scripts.core.device import detect_device_tag
-    from workflow_scripts.fleet.placement import scheduler_columns, scheduler_facts
-    from workflow_scripts.core.provenance import provenance
+    """Provenance columns for this job (:func:`workflow_scripts.core.provenance.job_provenance`, which the
+    on-device runner calls too): params' device/backend, the hash of the whole config, and the settings
+    that determine what this job's rows measure (``settings``, ``settings_hash``)."""
+    from workflow_scripts.core.provenance import job_provenance
 
-    params = dict(getattr(snakemake.params, "provenance", {}) or {})
-    # Device-independent jobs (training, Keras evaluation) keep the device out of their params, so
-    # copying results to another device does not rerun them; their rows still say where they ran.
-    params.setdefault("device", detect_device_tag(snakemake.config.get("device", "auto")))
-    params.setdefault("backend", "keras")
-    settings = settings_json(row_settings(snakemake))
-    # Where the scheduler ran this job (empty columns locally).
-    facts = scheduler_columns(scheduler_facts(os.environ))
-    return {**provenance(config_hash=settings_hash(snakemake.config), settings=settings,
-                         settings_hash=short_hash(settings), **params), **facts, **extra}
+    return job_provenance(snakemake.config, getattr(snakemake, "rule", ""), getattr(snakemake, "threads", None),
+                          getattr(snakemake.params, "provenance", {}), getattr(snakemake.params, "settings", {}),
+                          **extra)

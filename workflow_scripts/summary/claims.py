@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.core.registry import PRECISIONS
+from workflow_scripts.core.registry import CLAIMS_RUNTIME, PRECISIONS
 
-STUDY = {"device_class": "Jetson GPU", "runtime": "tensorrt", "datasets": {"cifar100", "oxford_flowers102"},
+STUDY = {"device_class": "Jetson GPU", "runtime": CLAIMS_RUNTIME, "datasets": {"cifar100", "oxford_flowers102"},
          "latency_datasets": {"cifar100"}, "input_size": 224}
 
 CLAIMS = [
@@ -166,7 +166,7 @@ def comparability(klass: str, backend: str, datasets: set[str], sizes: set[int],
         why.append(f"{cpu_fp16}, so FP16 is not expected to be faster than FP32 here")
     if klass == "CPU" and claim == "int8_faster_than_fp16":
         why.append(f"{cpu_fp16}, so INT8 is compared with an FP16 engine that is no faster than FP32")
-    if backend != "tensorrt" and claim == "int8_over_fp16_build_time":
+    if backend != STUDY["runtime"] and claim == "int8_over_fp16_build_time":
         why.append(f"{backend}'s FP16 'build' is a weight conversion without kernel selection (often under a "
                    "second), so this ratio compares INT8 calibration with a cast")
     return why
