@@ -9,12 +9,13 @@ results/
       {precision}_calibration.json, {precision}_calibration.cache   (int8 only)
       {precision}_latency.parquet, {precision}_latency_samples.parquet, {precision}_latency_resources.parquet
       {precision}_accuracy.parquet, {precision}_predictions.parquet
+      calibration/   (the INT8 calibration study: prepared.onnx, statistics-n<images>.npz, <variant>.onnx, ...)
   summary/*.parquet, claims.md, figures/*.png|svg   (every device and backend found under results/)
   logs/<rule>/...
 
 The patterns below are Snakemake patterns (``{results}``, ``{device}``, ... are wildcards) and
 ``str.format`` templates at once; :func:`parse` reads a path back into its fields. Rules, the
-summary and the tests use these and nothing else.
+summary, the on-device runner (``fleet/device_run.py``) and the tests use these and nothing else.
 """
 
 from __future__ import annotations
