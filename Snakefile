@@ -47,6 +47,6 @@ onstart:
 
 onsuccess:
     # The per-engine tables, then the answer per model: the last screen of a run (docs/decision.md).
-    from workflow_scripts.summary.run_summary import print_run_summary
+    from workflow_scripts.figures.run_summary import print_run_summary
 
     print_run_summary(f"{SUMMARY_DIR}/summary.md")

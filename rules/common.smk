@@ -17,7 +17,7 @@ from workflow_scripts.core.device import detect_device_tag
 from workflow_scripts.fleet.placement import check_placement, probe_backends_while_planning, stage_placement
 from workflow_scripts.core.errors import ConfigError
 from workflow_scripts.core.config_checks import check_duplicate_keys, check_threads
-from workflow_scripts.data.user_inputs import check_user_matrix, user_models_of
+from workflow_scripts.core.user_inputs import check_user_matrix, user_models_of
 
 
 def schema_error_message(exc):
@@ -316,7 +316,7 @@ def summary_rule_inputs():
 
 def summary_params():
     """What the summary job needs besides its inputs: where to look for other devices, the seed."""
-    from workflow_scripts.summary.discovery import results_fingerprint
+    from workflow_scripts.core.discovery import results_fingerprint
 
     files = summary_rule_inputs()
     return {

@@ -1,4 +1,4 @@
-from workflow_scripts.data.user_inputs import user_dataset_param
+from workflow_scripts.core.user_inputs import user_dataset_param
 
 
 rule prepare_dataset:

@@ -1,4 +1,4 @@
-from workflow_scripts.data.user_inputs import user_model_param
+from workflow_scripts.core.user_inputs import user_model_param
 
 
 # Your own Keras checkpoint (config key user_models) enters where a trained model would: no training.

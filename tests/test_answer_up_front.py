@@ -16,7 +16,7 @@ import pytest
 from tests.test_decision import write_quickstart_like
 from workflow_scripts.decision import decide as dm
 from workflow_scripts.figures import report_html
-from workflow_scripts.summary import run_summary
+from workflow_scripts.figures import run_summary
 from workflow_scripts.core.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,9 @@ import pytest
 
 from tests import test_summary as ts
 from workflow_scripts.decision import decide as dm
-from workflow_scripts.summary import discovery, run_summary, summarize
+from workflow_scripts.core import discovery
+from workflow_scripts.figures import run_summary
+from workflow_scripts.summary import summarize
 
 DEVICE = "intel-xeon-processor"
 # Per backend: speed factor, latency fraction per precision, top-1 per precision.
@@ -203,13 +205,13 @@ def test_budgets_from_config_and_bad_values():
 
 
 def test_cli_answers_ad_hoc_budgets(summary_dir, tmp_path):
-    cmd = [sys.executable, "-m", "workflow_scripts.decision.decide", str(summary_dir), "--p99-ms", "100", "--max-drop", "1.0",
+    cmd = [sys.executable, "-m", "workflow_scripts.cli", str(summary_dir), "--p99-ms", "100", "--max-drop", "1.0",
            "--objective", "size", "--parquet", str(tmp_path / "d.parquet")]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], check=False)
     assert done.returncode == 0, done.stderr
     assert "upper 95% bound of the top-1 drop vs FP32 <= 1 points" in done.stdout and "**Deploy" in done.stdout
     assert pd.read_parquet(tmp_path / "d.parquet")["objective"].eq("size").all()
-    missing = subprocess.run([sys.executable, "-m", "workflow_scripts.decision.decide", str(tmp_path / "nowhere")],
+    missing = subprocess.run([sys.executable, "-m", "workflow_scripts.cli", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, cwd=Path(__file__).parents[1], check=False)
     assert missing.returncode == 2 and "latency.parquet not found" in missing.stderr
 

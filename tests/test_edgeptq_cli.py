@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_decision import write_quickstart_like
-from workflow_scripts.decision import cli as decision_cli
+from workflow_scripts import cli as decision_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,6 +98,6 @@ def test_the_installed_script_works_as_written(summary_dir):
 
 
 def test_the_module_cli_keeps_working(summary_dir):
-    done = subprocess.run(["python", "-m", "workflow_scripts.decision.decide", str(summary_dir), "--p99-ms", "100"],
+    done = subprocess.run(["python", "-m", "workflow_scripts.cli", str(summary_dir), "--p99-ms", "100"],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 0 and "**Deploy" in done.stdout and "## The answer" in done.stdout

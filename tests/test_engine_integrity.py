@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.stages import engine_check
+from workflow_scripts.backends import engine_check
 from workflow_scripts.core import paths
 from workflow_scripts.backends import get_backend
-from workflow_scripts.summary.discovery import FILE_KEYS
+from workflow_scripts.core.discovery import FILE_KEYS
 from workflow_scripts.core.errors import CorruptArtifact
 from workflow_scripts.stages.engine import build_engine_benchmark
 
@@ -158,7 +158,7 @@ def test_a_missing_weights_file_is_refused_naming_it(built, tmp_path):
 # --- the summary: missing engines left out, changed ones refused ----------------------------------------------
 
 def summary_files(results: Path) -> dict[str, list[str]]:
-    from workflow_scripts.summary.discovery import discover_results
+    from workflow_scripts.core.discovery import discover_results
 
     return discover_results(results)
 
@@ -169,7 +169,7 @@ def test_the_summary_leaves_out_a_deleted_engine_and_refuses_a_replaced_one(tmp_
     files = summary_files(results)
     assert engine_check.check_summary_engines(files, results) == files
     engines["fp16"].with_suffix(".bin").unlink()
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.stages.engine_check"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.backends.engine_check"):
         kept = engine_check.check_summary_engines(files, results)
     assert not any("fp16_" in p for key in FILE_KEYS for p in kept.get(key, []))
     assert any("fp32_build" in p for p in kept["build_files"])

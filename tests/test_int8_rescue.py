@@ -190,7 +190,7 @@ def test_int8_auto_judges_on_validation_and_never_reads_the_test_split(tiny_stud
 # --- the comparison: NNCF's accuracy control on the same tiny model and validation images ---------------
 
 def test_nncf_report_lines_are_parsed():
-    from workflow_scripts.backends.openvino.nncf_rescue import parse_report
+    from workflow_scripts.calibration_study.nncf_rescue import parse_report
 
     report = parse_report([
         "Metric of initial model: 0.9",
@@ -207,7 +207,7 @@ def test_nncf_report_lines_are_parsed():
 
 def test_nncf_rescue_runs_on_validation_only_and_saves_a_loadable_engine(tiny_study, tmp_path):
     from workflow_scripts.backends import openvino as ovb
-    from workflow_scripts.backends.openvino.nncf_rescue import run_nncf_rescue
+    from workflow_scripts.calibration_study.nncf_rescue import run_nncf_rescue
 
     root, model, data = tiny_study
     assert not list(data.glob("test_*"))  # NNCF's validation dataset is the validation split

@@ -288,7 +288,7 @@ def assert_matrix_consistent(workdir: Path) -> None:
     to the summary's rows; every measurement newer than its engine; nothing half-written left."""
     from tests.cli import DEVICE
     from workflow_scripts.core import paths
-    from workflow_scripts.stages.engine_check import engine_digests
+    from workflow_scripts.backends.engine_check import engine_digests
     from workflow_scripts.core.registry import backend as backend_entry
 
     results = workdir / "results"

@@ -211,7 +211,7 @@ def test_decision_md_says_tie_and_names_the_tie_set(summary_dir):
 
 
 def test_run_summary_says_the_tie_and_shows_intervals_and_counts(summary_dir, tmp_path):
-    from workflow_scripts.summary import run_summary
+    from workflow_scripts.figures import run_summary
 
     tables = dm.read_tables(summary_dir)
     latency = tables["latency"].copy()
@@ -254,7 +254,7 @@ def summary_dir(tmp_path_factory) -> Path:
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workflow_scripts.decision.decide", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "workflow_scripts.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, check=False)
 
 

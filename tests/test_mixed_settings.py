@@ -30,7 +30,8 @@ from tests.test_summary import (
     write_device,
     write_keras,
 )
-from workflow_scripts.summary import discovery, summarize
+from workflow_scripts.core import discovery
+from workflow_scripts.summary import summarize
 from workflow_scripts.core import settings_check
 from workflow_scripts.core.config import NOT_COMPARED, RULE_SETTINGS, comparable_settings, flatten_settings, settings_json, short_hash, stage_keys, validate_config
 from workflow_scripts.core.errors import ConfigError

@@ -1,5 +1,5 @@
 """Deterministic ONNX export: the same .keras file gives byte-identical model.onnx in fresh processes,
-computing exactly what tf2onnx's plain output computes (workflow_scripts/stages/onnx_canonical.py)."""
+computing exactly what tf2onnx's plain output computes (workflow_scripts/models/onnx_canonical.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from workflow_scripts.stages.onnx_canonical import canonicalize
+from workflow_scripts.models.onnx_canonical import canonicalize
 
 REPO = Path(__file__).resolve().parent.parent
 

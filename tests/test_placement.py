@@ -14,7 +14,8 @@ from tests.cli import TINY
 
 from workflow_scripts.core.device import detect_device_tag
 from workflow_scripts.core.errors import BackendUnavailable, ConfigError, EdgePTQError
-from workflow_scripts.fleet.placement import MEASURING_RULES, RULE_STAGE, WrongDevice, base_rule, check_backend_here, check_job_device, check_placement, check_running_device, is_measuring, probe_backends_while_planning, rule_stage, scheduler_columns, scheduler_facts, should_check_device, stage_placement
+from workflow_scripts.fleet.placement import MEASURING_RULES, RULE_STAGE, WrongDevice, base_rule, check_backend_here, check_job_device, check_placement, check_running_device, is_measuring, probe_backends_while_planning, rule_stage, should_check_device, stage_placement
+from workflow_scripts.core.scheduler import scheduler_columns, scheduler_facts
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.test_summary import CPU, MODELS, write_device, write_keras
-from workflow_scripts.summary import discovery, summarize
+from workflow_scripts.core import discovery
+from workflow_scripts.summary import summarize
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def summarized(tree, tmp_path_factory):
 
 def test_a_backend_folder_copy_is_left_out_of_discovery_with_a_warning_naming_it(tree, caplog):
     results, backup = tree
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.summary.discovery"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.core.discovery"):
         found = discovery.discover_results(results)
     assert not any("-backup" in path for files in found.values() for path in files)
     assert len(found["latency_files"]) == len(MODELS) * 3
@@ -65,11 +66,11 @@ def test_the_summary_counts_each_engine_once_beside_a_backend_copy(summarized):
 
 def test_the_end_of_run_hint_names_the_configured_summary_folder(summarized):
     """Issue 25, item 10: with another results_dir the hint names that folder, not results/summary."""
-    from workflow_scripts.summary.run_summary import write_run_summary
+    from workflow_scripts.figures.run_summary import write_run_summary
 
     summary, _ = summarized
     text = write_run_summary(summary, summary / "summary.md")
     hint = text.strip().splitlines()[-1]
     assert f"Tables: {summary.as_posix()}/*.parquet" in hint and f"decision: {summary.as_posix()}/decision.md" in hint
-    assert f"python -m workflow_scripts.decision.decide {summary.as_posix()} " in hint
+    assert f"python -m workflow_scripts.cli {summary.as_posix()} " in hint
     assert "results/summary" not in hint

@@ -426,7 +426,8 @@ WRONG_DEVICE_JOB = """
 import os, sys
 sys.path.insert(0, {repo!r})
 from workflow_scripts.core.device import detect_device_tag
-from workflow_scripts.fleet.placement import check_running_device, scheduler_facts, should_check_device
+from workflow_scripts.core.scheduler import scheduler_facts
+from workflow_scripts.fleet.placement import check_running_device, should_check_device
 facts = scheduler_facts(os.environ)
 assert should_check_device("auto", facts), facts
 check_running_device({declared!r}, detect_device_tag("auto"), rule="benchmark_latency", facts=facts)

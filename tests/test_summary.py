@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.summary import discovery, summarize
+from workflow_scripts.core import discovery
+from workflow_scripts.summary import summarize
 from workflow_scripts.figures import plots
 from workflow_scripts.core.config import comparable_settings, settings_json, short_hash, validate_config
 from workflow_scripts.stages.evaluate import accuracy_summary

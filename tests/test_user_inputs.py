@@ -12,7 +12,7 @@ from tests.cli import output_of, snakemake, tiny
 from tests.user_fixtures import fake_keras, image_folder, tiny_onnx
 from workflow_scripts.core.errors import ConfigError, DatasetUnavailable
 from workflow_scripts.core.registry import Preprocess
-from workflow_scripts.data.user_inputs import read_data_contract, read_model_contract
+from workflow_scripts.core.user_inputs import read_data_contract, read_model_contract
 
 
 def test_contracts_are_read_from_the_files(tmp_path):

@@ -10,7 +10,7 @@ Every backend module offers the same calls:
 - ``load_runner(engine_path, threads)`` returns a :class:`Runner`.
 
 :func:`get_backend` hands out the module behind a thin wrapper whose ``load_runner`` first checks
-the engine (:func:`workflow_scripts.stages.engine_check.check_engine`: present, non-empty, the digests its
+the engine (:func:`workflow_scripts.backends.engine_check.check_engine`: present, non-empty, the digests its
 build recorded) and turns a runtime's failure to load it into one clear error naming the file, the
 cause and the command that rebuilds it (never a library traceback).
 
@@ -64,15 +64,15 @@ class CheckedBackend:
         return getattr(self.module, attribute)
 
     def check(self, engine_path) -> None:
-        """:func:`~workflow_scripts.stages.engine_check.check_engine` alone (once per file version and process;
+        """:func:`~workflow_scripts.backends.engine_check.check_engine` alone (once per file version and process;
         a timed load after it only stats the files)."""
-        from workflow_scripts.stages.engine_check import check_engine
+        from workflow_scripts.backends.engine_check import check_engine
 
         check_engine(self.name, engine_path)
 
     def load_runner(self, engine_path, threads: int = 0):
-        """The module's runner for ``engine_path``, after :func:`~workflow_scripts.stages.engine_check.check_engine`."""
-        from workflow_scripts.stages.engine_check import check_engine, load_error
+        """The module's runner for ``engine_path``, after :func:`~workflow_scripts.backends.engine_check.check_engine`."""
+        from workflow_scripts.backends.engine_check import check_engine, load_error
         from workflow_scripts.core.errors import EdgePTQError
 
         check_engine(self.name, engine_path)

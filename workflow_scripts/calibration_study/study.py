@@ -3,7 +3,7 @@
 This module builds one variant and summarizes the study. The variant grammar (the readable ids
 such as ``entropy-n256-pc-asym-none`` and the axis columns every row carries) is in
 :mod:`workflow_scripts.calibration_study.variants`, the exclusion presets in
-:mod:`workflow_scripts.calibration_study.presets`, the figures in :mod:`workflow_scripts.figures.calibration_plots`
+:mod:`workflow_scripts.calibration_study.presets`, the figures in :mod:`workflow_scripts.calibration_study.plots`
 and the paired bootstrap in :mod:`workflow_scripts.measure.statistics`.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.figures.calibration_plots import plot_study
+from workflow_scripts.calibration_study.plots import plot_study
 from workflow_scripts.calibration_study.presets import PRESET_FUNCTIONS, prepare_model, resolve_exclusions  # noqa: F401 (re-exported)
 from workflow_scripts.calibration_study.variants import (  # noqa: F401 (re-exported)
     AUTO_VARIANT,

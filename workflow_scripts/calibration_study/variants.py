@@ -30,7 +30,7 @@ from workflow_scripts.core.errors import ConfigError
 METHODS = ("entropy", "minmax", "percentile")
 PRESETS = ("swish", "squeeze_excite", "first_conv", "classifier")
 AUTO_VARIANT = "int8-auto"
-# The same rescue by NNCF's quantize_with_accuracy_control on OpenVINO (workflow_scripts/backends/openvino/nncf_rescue.py).
+# The same rescue by NNCF's quantize_with_accuracy_control on OpenVINO (workflow_scripts/calibration_study/nncf_rescue.py).
 NNCF_VARIANT = "nncf-ac"
 # Wildcard regex of a variant id (Snakemake constraint); int8-auto is matched separately.
 VARIANT_REGEX = r"(entropy|minmax|percentile[0-9]+(\.[0-9]+)?)-n[0-9]+-(pc|pt)-(sym|asym)-[A-Za-z0-9_.+]+"

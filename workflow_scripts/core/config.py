@@ -59,7 +59,7 @@ def check_config(config: dict) -> None:
     if config["input_size"] < 32:
         raise ConfigError("config key 'input_size' must be at least 32 (the MobileNetV3 minimum)")
     from workflow_scripts.core.config_checks import check_weights_and_subsets
-    from workflow_scripts.data.user_inputs import check_user_matrix, dataset_classes
+    from workflow_scripts.core.user_inputs import check_user_matrix, dataset_classes
 
     check_user_matrix(config)  # names, and whether each model fits each dataset
     trained = [m for m in config["models"] if m not in (config.get("user_models") or {})]

@@ -109,7 +109,7 @@ def job_provenance(config: dict, rule: str, threads: int | None, labels: Mapping
     from workflow_scripts.core.config import settings_hash, settings_json, short_hash
     from workflow_scripts.core.device import detect_device_tag
     # The scheduler's facts are read from the environment: empty columns outside a scheduler.
-    from workflow_scripts.fleet.placement import scheduler_columns, scheduler_facts
+    from workflow_scripts.core.scheduler import scheduler_columns, scheduler_facts
 
     params = dict(labels or {})
     # Device-independent jobs (training, Keras evaluation) keep the device out of their params, so

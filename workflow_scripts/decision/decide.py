@@ -22,14 +22,13 @@ Objectives (``objective``): ``latency`` (lowest p99, the default), ``p50`` (lowe
 RSS), ``energy``. Ties fall to the next objectives in the fixed order latency, size, accuracy.
 
 :func:`decide` returns one row per candidate; :func:`decision_markdown` renders it. The CLI
-``python -m workflow_scripts.decision.decide results/summary --p99-ms 5 --max-drop 1.0`` answers ad-hoc
+``python -m workflow_scripts.cli results/summary --p99-ms 5 --max-drop 1.0`` answers ad-hoc
 budgets from a summary folder.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -267,11 +266,3 @@ def write_decision(summary_dir: str | Path, budgets: Budgets, markdown_path: str
     write_parquet(decision, parquet_path)
     write_text(decision_markdown(decision, budgets), markdown_path)
     return decision
-
-
-# --- command line: workflow_scripts/decision/cli.py -----------------------------------------------
-
-if __name__ == "__main__":
-    from workflow_scripts.decision.cli import main
-
-    sys.exit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from workflow_scripts.core.errors import BackendUnavailable, ConfigError, EdgePTQError
+from workflow_scripts.core.scheduler import scheduler_facts
 
 # Rules by stage. "device" is everything measured on, or tagged with, the target device (the
 # results/<device>/ tree): in the study the ONNX conversion, the engine builds and the benchmarks
@@ -71,23 +72,6 @@ MEASURING_RULES = frozenset({
 
 class WrongDevice(EdgePTQError):
     """A measuring job runs on another device than the one its results are filed under."""
-
-
-def scheduler_facts(environ: Mapping[str, str]) -> dict[str, str]:
-    """The batch scheduler's view of this process: {scheduler, job_id, node}; all empty when local.
-
-    SLURM sets SLURM_JOB_ID in every job and job step; array tasks are named ``<array job>_<task>``
-    as squeue and sacct show them. The node is SLURMD_NODENAME (the node this step runs on), else
-    the job's node list (one name for the single-node jobs the executor submits).
-    """
-    job_id = environ.get("SLURM_JOB_ID", "").strip()
-    if not job_id:
-        return {"scheduler": "", "job_id": "", "node": ""}
-    array_job, array_task = environ.get("SLURM_ARRAY_JOB_ID", "").strip(), environ.get("SLURM_ARRAY_TASK_ID", "").strip()
-    if array_job and array_task:
-        job_id = f"{array_job}_{array_task}"
-    node = environ.get("SLURMD_NODENAME", "").strip() or environ.get("SLURM_JOB_NODELIST", "").strip()
-    return {"scheduler": "slurm", "job_id": job_id, "node": node}
 
 
 def _where(facts: Mapping[str, str] | None) -> str:
@@ -217,12 +201,6 @@ def check_job_device(rule: str, declared_tag: str | None, verify: str | bool, en
     if declared_tag and is_measuring(rule) and should_check_device(verify, facts):
         check_running_device(declared_tag, detect(), rule=rule, facts=facts)
     return facts
-
-
-def scheduler_columns(facts: Mapping[str, str]) -> dict[str, str]:
-    """The provenance columns of ``scheduler_facts``: scheduler, scheduler_job_id, scheduler_node."""
-    return {"scheduler": facts.get("scheduler", ""), "scheduler_job_id": facts.get("job_id", ""),
-            "scheduler_node": facts.get("node", "")}
 
 
 def probe_backends_while_planning(device: str, config_placement: Mapping | None) -> bool:

@@ -25,7 +25,7 @@ from workflow_scripts.core.artifacts import atomic_path, write_parquet, write_te
 from workflow_scripts.data.data_io import open_split, read_meta, to_model_input
 from workflow_scripts.core.errors import ModelLoadError
 from workflow_scripts.core.registry import Preprocess
-from workflow_scripts.data.user_inputs import content_digest, model_kind, read_model_contract
+from workflow_scripts.core.user_inputs import content_digest, model_kind, read_model_contract
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def savedmodel_to_onnx(name: str, source: Path, out: Path, opset: int, sample: n
     import tensorflow as tf
     import tf2onnx
 
-    from workflow_scripts.stages.onnx_canonical import canonicalize, deterministic_tf2onnx
+    from workflow_scripts.models.onnx_canonical import canonicalize, deterministic_tf2onnx
 
     try:
         loaded = tf.saved_model.load(str(source))  # kept referenced: the signature uses its variables

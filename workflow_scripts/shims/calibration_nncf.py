@@ -1,4 +1,4 @@
-from workflow_scripts.backends.openvino.nncf_rescue import run_nncf_rescue
+from workflow_scripts.calibration_study.nncf_rescue import run_nncf_rescue
 from workflow_scripts.shims import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,4 @@
-from workflow_scripts.summary.run_summary import write_run_summary
+from workflow_scripts.figures.run_summary import write_run_summary
 from workflow_scripts.shims import run
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

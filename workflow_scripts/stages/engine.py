@@ -13,7 +13,7 @@ from workflow_scripts.core.artifacts import write_parquet, write_text
 from workflow_scripts.backends import get_backend
 from workflow_scripts.measure.compression import timed_stage
 from workflow_scripts.data.data_io import calibration_indices, iter_batches, open_split, read_meta
-from workflow_scripts.stages.engine_check import engine_digests
+from workflow_scripts.backends.engine_check import engine_digests
 from workflow_scripts.core.errors import EdgePTQError
 from workflow_scripts.stages.latency import engine_mb
 from workflow_scripts.measure.monitor import make_monitor, summarize_resources

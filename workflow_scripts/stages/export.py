@@ -36,7 +36,7 @@ def convert_to_onnx(model, onnx_path: str | Path, opset: int, canonical: bool = 
     import tensorflow as tf
     import tf2onnx
 
-    from workflow_scripts.stages.onnx_canonical import canonicalize, deterministic_tf2onnx
+    from workflow_scripts.models.onnx_canonical import canonicalize, deterministic_tf2onnx
 
     # tf2onnx logs a harmless traceback from its transpose optimizer with Keras 3; keep logs readable.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)

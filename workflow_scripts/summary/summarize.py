@@ -34,8 +34,8 @@ from workflow_scripts.core.artifacts import write_parquet, write_text
 from workflow_scripts.summary.claims import claims_markdown, claims_table
 from workflow_scripts.core.config import flatten_settings
 from workflow_scripts.core.device import cuda_cores as cuda_cores_of
-from workflow_scripts.summary.discovery import FILE_KEYS, corrupt_table_message, discover_results, merge_file_lists, parse_result_path
-from workflow_scripts.stages.engine_check import check_summary_engines
+from workflow_scripts.core.discovery import FILE_KEYS, corrupt_table_message, discover_results, merge_file_lists, parse_result_path
+from workflow_scripts.backends.engine_check import check_summary_engines
 from workflow_scripts.core.errors import ConfigError, CorruptArtifact
 from workflow_scripts.core.registry import BACKENDS, PRECISIONS
 from workflow_scripts.core.settings_check import CHECKED_TABLES, check_settings

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow_scripts.core.errors import DatasetUnavailable
-from workflow_scripts.data.user_inputs import IMAGE_SUFFIXES, SPLIT_FOLDERS, _images_in, content_digest
+from workflow_scripts.core.user_inputs import IMAGE_SUFFIXES, SPLIT_FOLDERS, _images_in, content_digest
 from workflow_scripts.data.sources import DatasetSource, SplitSource
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _folder_split(name: str, folder: Path, classes: list[str] | None) -> tuple[l
 
 
 def _folder_source(name: str, root: Path) -> DatasetSource:
-    from workflow_scripts.data.user_inputs import read_data_contract
+    from workflow_scripts.core.user_inputs import read_data_contract
 
     contract = read_data_contract(name, root)
     classes = list(contract.class_names) if contract.num_classes is not None else None

@@ -1,4 +1,4 @@
-"""The decision's command line: ``python -m workflow_scripts.decision.decide results/summary --p99-ms 5``.
+"""The decision's command line: ``python -m workflow_scripts.cli results/summary --p99-ms 5``.
 
 Every bad input ends in one ``error:`` line naming the argument or file and the fix, exit status 2:
 budgets that are not finite numbers (``nan``, ``inf``) or not above 0 (a drop budget may be
@@ -82,7 +82,7 @@ def add_filter_arguments(parser: argparse.ArgumentParser, filters=FILTERS) -> No
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m workflow_scripts.decision.decide",
+        prog="python -m workflow_scripts.cli",
         description="Choose per device and model the engine (backend x precision) that meets the budgets.")
     parser.add_argument("summary_dir", help="folder of the summary tables (results/summary)")
     add_budget_arguments(parser)
@@ -224,7 +224,7 @@ def edgeptq(argv: list[str] | None = None) -> int:
     """The ``edgeptq`` console command."""
     from workflow_scripts.decision.render import answers, budgets_of
     from workflow_scripts.decision.decide import engine_table
-    from workflow_scripts.summary.run_summary import render_markdown
+    from workflow_scripts.figures.run_summary import render_markdown
 
     parser = edgeptq_parser()
     args, extra = parser.parse_known_args(argv)

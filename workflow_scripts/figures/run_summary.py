@@ -121,7 +121,7 @@ def render(tables: dict[str, pd.DataFrame], decision: pd.DataFrame | None = None
     quoted = shlex.quote(where)
     notes.append(f"Tables: {where}/*.parquet; figures: {where}/figures/; decision: {where}/decision.md; other "
                  f"budgets: edgeptq decide {quoted} --p99-ms 5 --max-drop 1.0 [--format md|json|csv] (or "
-                 f"python -m workflow_scripts.decision.decide {quoted} --p99-ms 5 --max-drop 1.0)")
+                 f"python -m workflow_scripts.cli {quoted} --p99-ms 5 --max-drop 1.0)")
     block = answer_block(decision)
     return "\n".join(lines + notes + ([""] + block if block else [])) + "\n"
 

@@ -145,7 +145,7 @@ def check_summary_engines(files: dict[str, list[str]], results_dir: str | Path) 
     The summary, the decision and the report then never name an engine a user could not deploy, and
     never report numbers measured on a file other than the one now beside them.
     """
-    from workflow_scripts.summary.discovery import engine_files_of, parse_result_path
+    from workflow_scripts.core.discovery import engine_files_of, parse_result_path
 
     missing: set[tuple] = set()
     for table in files.get("build_files", []) or []:
