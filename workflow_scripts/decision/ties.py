@@ -13,8 +13,13 @@ compared with every other feasible one:
 
 A difference also has to exceed ``tie_margin`` (a fraction, config key ``decision.tie_margin``) of the
 best's value: differences smaller than that are below what reruns of the same engine reproduce.
-Candidates not shown slower form the tie set with the best; among them the next objectives (size,
-then accuracy) pick, and the decision says so.
+A candidate shown slower than *any* other feasible candidate (not only the best by point value) is
+out: it cannot be the fastest. The tie set is the candidates no other is shown faster than, so it does
+not depend on which of two tied engines happened to have the lower point value in this run. Among
+the tie set the next objectives (size, then accuracy) pick, and the decision says so.
+
+The runoff (:func:`finalists`) uses the same paired test to retire engines after its base rounds, so
+that the finalists get more and longer rounds (docs/decision.md).
 """
 
 from __future__ import annotations
@@ -42,17 +47,42 @@ def _rounds_of(runoff: pd.DataFrame | None, group: dict, column: str) -> pd.Data
     return part.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
 
 
+def paired_slower(best: pd.Series, other: pd.Series, margin: float) -> tuple[bool, float, float, float, int]:
+    """(slower, median ratio, CI low, CI high, paired rounds) of ``other`` / ``best`` over the rounds where
+    both were measured (index: round). Slower only when the order-statistic 95% CI of the median ratio
+    lies wholly above 1 and the median ratio exceeds 1 + ``margin``; NaN CI (too few rounds) is never slower."""
+    ratio = (other / best).replace([np.inf, -np.inf], np.nan).dropna()
+    med, low, high = st.rounds_interval(ratio)
+    slower = bool(np.isfinite(low) and low > 1 and med > 1 + margin)
+    return slower, med, low, high, int(len(ratio))
+
+
+def finalists(rounds: pd.DataFrame, margin: float) -> tuple[list, dict]:
+    """(finalists, retired) of a rounds x engines table: an engine is retired when some other engine is shown
+    faster than it, paired by round (:func:`paired_slower`); ``retired`` maps it to (the faster engine, the
+    ratio's median, low, high, rounds). The finalists keep the table's column order."""
+    engines = list(rounds.columns)
+    retired: dict = {}
+    for other in engines:
+        for best in engines:
+            if best == other:
+                continue
+            slower, med, low, high, n = paired_slower(rounds[best], rounds[other], margin)
+            if slower:
+                retired[other] = (best, med, low, high, n)
+                break
+    return [e for e in engines if e not in retired], retired
+
+
 def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFrame, margin: float) -> tuple[bool, str]:
     """(slower, how): whether ``other`` is shown slower than ``best`` at 95%, and the evidence in words."""
     value, low, high = POINT[objective]
     name = "p99" if objective == "latency" else "median"
     a, b = (best["backend"], best["precision"]), (other["backend"], other["precision"])
     if len(rounds) and a in rounds and b in rounds:
-        ratio = (rounds[b] / rounds[a]).replace([np.inf, -np.inf], np.nan).dropna()
-        med, r_low, r_high = st.rounds_interval(ratio)
+        slower, med, r_low, r_high, n = paired_slower(rounds[a], rounds[b], margin)
         if np.isfinite(r_low):
-            slower = r_low > 1 and med > 1 + margin
-            return slower, (f"{name} ratio {med:.3f} [{r_low:.3f}, {r_high:.3f}] over {len(ratio)} paired rounds")
+            return slower, (f"{name} ratio {med:.3f} [{r_low:.3f}, {r_high:.3f}] over {n} paired rounds")
     o_low, b_high = other.get(low), best.get(high)
     if pd.notna(o_low) and pd.notna(b_high) and np.isfinite(o_low) and np.isfinite(b_high):
         slower = o_low > b_high and other[value] > best[value] * (1 + margin)
@@ -85,6 +115,10 @@ def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None
     tied, evidence = [first], {}
     for label, row in ranked.iloc[1:].iterrows():
         slower, how = compare(best, row, objective, rounds, margin)
+        # Shown slower than any other feasible candidate: not the fastest either (whichever engine of a
+        # tie happened to have the lower point value in this run).
+        slower = slower or any(compare(ranked.loc[by], row, objective, rounds, margin)[0]
+                               for by in ranked.index[1:] if by != label)
         if not slower:
             tied.append(label)
             evidence[label] = how

@@ -15,4 +15,11 @@ run(sm, lambda: run_runoff(
     out_path=sm.output.runoff,
     labels={"device": sm.wildcards.device, **sm.params.labels},
     provenance=provenance_of(sm),
+    max_rounds=runoff["max_rounds"],
+    final_duration_s=runoff["final_duration_s"],
+    final_budget_s=runoff["final_budget_s"],
+    slice_s=runoff["slice_s"],
+    final_max_s=runoff["final_max_s"],
+    objective=sm.params.decision["objective"],
+    tie_margin=sm.params.decision["tie_margin"],
 ))

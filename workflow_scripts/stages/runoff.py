@@ -8,6 +8,17 @@ drift hits every candidate alike and position in the round is balanced. Each vis
 the runoff's minimum task time and the 299 tasks p99 needs (:func:`statistics.tasks_needed`), bounded
 by ``benchmark.max_duration_s``.
 
+**Successive elimination.** After these base rounds, engines already shown slower than another engine
+(paired by round on the decision's latency metric, :func:`ties.finalists`: the ratio's 95% interval
+wholly above 1 and its median above 1 + ``decision.tie_margin``) are retired. The finalists (usually
+2-3) get ``max_rounds - rounds`` more rounds, each a longer measurement (``final_duration_s`` of task
+time per finalist, at most ``final_budget_s`` over the whole final phase, and at least the 299 tasks
+p99 needs; no final round starts after ``final_max_s`` of wall time) taken in short slices interleaved within the round (A B C A B C ... with the runners of
+every finalist loaded fresh for the round; :data:`SWITCH_WARMUP` tasks discarded after each switch), so
+a burst of load hits every finalist of the round alike and each round's p99 rests on several times
+more tasks. More rounds let the order-statistic interval tolerate discordant rounds (at 95%: 9 rounds
+allow 1, 12 allow 2); rows say which phase measured them.
+
 The per-round values are what :func:`round_statistics` turns into the latency uncertainty that holds
 across runs: the median over rounds with its distribution-free 95% interval (order statistics of
 the round values; 6 rounds give [min, max] at 96.9%), and the ratio to FP32 paired by round. The
@@ -20,6 +31,7 @@ folder) holds one row per round and engine.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -27,16 +39,23 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.measure import statistics as st
+from workflow_scripts.measure.noise import CpuNoise
+from workflow_scripts.decision import ties
 from workflow_scripts.core.artifacts import write_parquet
 from workflow_scripts.backends import get_backend
 from workflow_scripts.data.data_io import iter_batches
-from workflow_scripts.stages.latency import WALL_CLOCK, measure_round, summarize_latency
+from workflow_scripts.stages.latency import WALL_CLOCK, measure_round, summarize_latency, timing_columns
 from workflow_scripts.measure.noise import noise_reason
 from workflow_scripts.core.progress import Progress
 from workflow_scripts.core.provenance import with_provenance
 
 log = logging.getLogger(__name__)
 ENGINE_KEYS = ["device", "backend", "dataset", "model", "precision"]
+# Tasks run and discarded each time a final round switches to another finalist (caches refilled by the
+# other engine's weights), on top of the round's warm-up.
+SWITCH_WARMUP = 2
+BASE, FINAL = "base", "final"
+CLOCK = time.perf_counter  # the final rounds' task clock (a test replaces it)
 
 
 def round_order(engines: list, round_index: int) -> list:
@@ -50,9 +69,12 @@ def round_order(engines: list, round_index: int) -> list:
 
 def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threads: int, rounds: int, warmup: int,
                min_duration_s: float, max_duration_s: float, out_path: str | Path, labels: dict,
-               provenance: dict) -> pd.DataFrame:
-    """Measure ``engines`` (dicts with backend, precision, path) in ``rounds`` interleaved rounds; write one row
-    per round and engine to ``out_path``."""
+               provenance: dict, max_rounds: int | None = None, final_duration_s: float = 1.0,
+               final_budget_s: float = 12.0, slice_s: float = 0.1, objective: str = "latency",
+               tie_margin: float = 0.05, final_max_s: float = 20.0) -> pd.DataFrame:
+    """Measure ``engines`` (dicts with backend, precision, path) in ``rounds`` interleaved base rounds, then the
+    finalists (:func:`ties.finalists` on ``objective``'s metric) in rounds up to ``max_rounds``
+    (:func:`final_round`); write one row per round and engine to ``out_path``."""
     if not engines:
         raise ValueError("the runoff has no engines to measure")
     batch, _ = next(iter_batches(data_dir, "test", batch_size))
@@ -82,18 +104,115 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
                          "latency_iqr_ratio": summary["latency_iqr_ratio"],
                          "measured_duration_s": summary["measured_duration_s"], **timing, **noise,
                          "high_variation": noisy, "noise_reason": reason, "batch_size": batch_size,
-                         "threads": threads, "rounds": rounds})
+                         "threads": threads, "rounds": rounds, "phase": BASE, "slices": 1})
             # Every measurement goes to the job's log file; the console gets progress lines (every ~10 s or 10%).
             log.info("round %d/%d %s %s: median %.4f ms, p99 %.4f ms, %d tasks; %s", r + 1, rounds,
                      engine["backend"], engine["precision"], summary["latency_median_ms"], summary["latency_p99_ms"],
                      summary["iterations"], reason, extra={"console": False})
             progress.update(len(rows), f"round {r + 1}/{rounds}")
     log.info("runoff of %d engines x %d rounds took %.1f s", len(engines), rounds, time.perf_counter() - started)
+    metric = ties.RUNOFF_METRIC.get(objective)
+    max_rounds = rounds if max_rounds is None else max_rounds
+    if metric and max_rounds > rounds and len(engines) > 1:
+        keep, retired = ties.finalists(_by_round(pd.DataFrame(rows), metric), tie_margin)
+        for (backend, precision), (by, med, low, high, n) in retired.items():
+            log.info("retired %s %s: %s ratio to %s %s %.3f [%.3f, %.3f] over %d paired rounds", backend, precision,
+                     metric, by[0], by[1], med, low, high, n, extra={"console": False})
+        finals = [e for e in engines if (e["backend"], e["precision"]) in set(keep)]
+        if len(finals) > 1:
+            extra = max_rounds - rounds
+            visit_s = max(min_duration_s, min(final_duration_s, final_budget_s / (extra * len(finals))))
+            log.info("final rounds %d-%d: %s, %.2f s of tasks each per round", rounds + 1, max_rounds,
+                     ", ".join(f"{e['backend']} {e['precision']}" for e in finals), visit_s)
+            final_started = time.perf_counter()
+            for r in range(rounds, max_rounds):
+                if time.perf_counter() - final_started >= final_max_s:
+                    log.warning("final rounds stopped after round %d: runoff.final_max_s=%g s of wall time spent",
+                                r, final_max_s)
+                    break
+                for row in final_round(round_order(finals, r), batch, threads, warmup, visit_s, slice_s,
+                                       max_duration_s, needed):
+                    rows.append({**labels, **row, "round": r, "batch_size": batch_size, "threads": threads,
+                                 "rounds": rounds})
+                    log.info("round %d/%d %s %s: median %.4f ms, p99 %.4f ms, %d tasks in %d slices", r + 1,
+                             max_rounds, row["backend"], row["precision"], row["latency_median_ms"],
+                             row["latency_p99_ms"], row["tasks"], row["slices"], extra={"console": False})
+            log.info("final rounds of %d finalists took %.1f s", len(finals), time.perf_counter() - final_started)
+        else:
+            log.info("%d finalists after %d rounds (%s): no final rounds", len(keep), rounds,
+                     ", ".join(f"{b} {q}" for b, q in keep))
     frame = pd.DataFrame(rows)
     # Provenance names the job's backend ('runoff'); each row keeps the backend of its engine.
     written = with_provenance(frame, provenance).assign(backend=frame["backend"].to_numpy())
     write_parquet(written, out_path)
     return written
+
+
+def final_round(engines: list[dict], batch: np.ndarray, threads: int, warmup: int, visit_s: float, slice_s: float,
+                max_duration_s: float, needed: int, clock=None) -> list[dict]:
+    """One final round: a fresh runner of every engine in ``engines`` (in this order), each warmed up, then
+    slices of about ``slice_s`` of task time visited in turn (A B C A B C ...; :data:`SWITCH_WARMUP`
+    tasks discarded after each switch) until every engine has ``visit_s`` of task time and ``needed``
+    tasks, bounded by ``max_duration_s`` of wall time per engine. One row per engine: its pooled tasks'
+    median and p99 (wall clock around ``Runner.run``), and the round's CPU noise (shared: interleaved)."""
+    clock = clock or CLOCK
+    runners, load_s = [], []
+    try:
+        for engine in engines:
+            module = get_backend(engine["backend"])
+            if hasattr(module, "check"):
+                module.check(engine["path"])
+            started = clock()
+            runners.append(module.load_runner(engine["path"], threads))
+            load_s.append(clock() - started)
+            for _ in range(warmup):
+                runners[-1].run(batch)
+        samples = [[] for _ in engines]
+        task_time = [0.0] * len(engines)
+        slices = [0] * len(engines)
+        n_slices = max(1, math.ceil(visit_s / slice_s)) if slice_s > 0 else 1
+        per_slice = visit_s / n_slices
+        started = clock()
+        with CpuNoise() as noise:
+            while True:
+                # An engine with its task time and the tasks p99 needs sits out the rest of the round.
+                active = [i for i in range(len(engines)) if task_time[i] < visit_s or len(samples[i]) < needed]
+                if not active:
+                    break
+                if clock() - started >= max_duration_s * len(engines):
+                    log.warning("final round stopped at %d x benchmark.max_duration_s=%g s", len(engines),
+                                max_duration_s)
+                    break
+                for i in active:
+                    runner = runners[i]
+                    slices[i] += 1
+                    for _ in range(SWITCH_WARMUP):
+                        runner.run(batch)
+                    spent = 0.0
+                    while spent < per_slice:
+                        t0 = clock()
+                        runner.run(batch)
+                        elapsed = clock() - t0
+                        samples[i].append(elapsed)
+                        spent += elapsed
+                    task_time[i] += spent
+    finally:
+        for runner in runners:
+            runner.close()
+    rows = []
+    for position, (engine, x, load, turns) in enumerate(zip(engines, samples, load_s, slices)):
+        summary = summarize_latency(np.asarray(x), len(batch))
+        noisy, reason = noise_reason(summary["latency_iqr_ratio"], noise.result["cpu_steal_percent"],
+                                     noise.result["other_processes_cores"])
+        rows.append({"backend": engine["backend"], "precision": engine["precision"], "position": position,
+                     "load_s": load, "tasks": summary["iterations"], "nan_samples": summary["latency_nan_samples"],
+                     "latency_median_ms": summary["latency_median_ms"], "latency_p99_ms": summary["latency_p99_ms"],
+                     "latency_p99_supported": summary["latency_p99_supported"],
+                     "latency_iqr_ratio": summary["latency_iqr_ratio"],
+                     "measured_duration_s": summary["measured_duration_s"], **timing_columns(np.asarray(x), None),
+                     **noise.result, "high_variation": noisy, "noise_reason": reason, "phase": FINAL,
+                     "slices": turns})
+    return rows
 
 
 def _by_round(frame: pd.DataFrame, column: str) -> pd.DataFrame:

@@ -1,0 +1,157 @@
+"""Successive elimination in the latency runoff (issue 24, decision stability): engines another engine is
+shown faster than after the base rounds are retired; the finalists get longer final rounds, interleaved
+in slices; and the decision's tie set is the candidates no other candidate is shown faster than.
+
+Synthetic per-round data and fake runners on a fake clock: nothing here depends on how fast this
+machine is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_scripts.decision import ties
+from workflow_scripts.stages import runoff
+
+
+def rounds_table(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    table = pd.DataFrame(values)
+    table.index.name = "round"
+    return table
+
+
+def test_paired_test_tolerates_discordant_rounds_only_with_more_rounds():
+    # Slower by 25% in all but one round: at 6 rounds the 95% interval is [min, max] and reaches below 1;
+    # at 12 rounds ([3rd, 10th]) two discordant rounds still leave it wholly above 1.
+    best6 = pd.Series([1.0] * 6)
+    other6 = pd.Series([1.25] * 5 + [0.9])
+    assert not ties.paired_slower(best6, other6, 0.05)[0]
+    best12 = pd.Series([1.0] * 12)
+    other12 = pd.Series([1.25] * 10 + [0.9, 0.8])
+    slower, med, low, high, n = ties.paired_slower(best12, other12, 0.05)
+    assert slower and n == 12 and low == pytest.approx(1.25)
+    # Wholly above 1 but within the margin: not slower.
+    assert not ties.paired_slower(best12, pd.Series([1.03] * 12), 0.05)[0]
+
+
+def test_finalists_retire_engines_another_engine_is_shown_faster_than():
+    table = rounds_table({("litert", "fp32"): [1.0, 1.1, 0.9, 1.0, 1.2, 1.0],
+                          ("litert", "fp16"): [1.05, 1.0, 1.0, 0.95, 1.1, 1.02],  # tied with fp32
+                          ("litert", "int8"): [1.3, 1.4, 1.2, 1.3, 1.5, 1.3],  # slower than fp32 and fp16
+                          ("openvino", "fp32"): [3.0, 3.1, 2.9, 3.0, 3.2, 3.0]})
+    keep, retired = ties.finalists(table, margin=0.05)
+    assert keep == [("litert", "fp32"), ("litert", "fp16")]
+    assert set(retired) == {("litert", "int8"), ("openvino", "fp32")}
+    by, med, low, high, n = retired[("litert", "int8")]
+    assert by in keep and low > 1 and n == 6
+
+
+def test_a_candidate_slower_than_a_tied_candidate_is_not_in_the_tie_set():
+    # A has the lowest point value and cannot be told apart from B; C straddles 1 against A (one round
+    # where A spiked) but is slower than B in every round: C cannot be the fastest, so it is no tie member.
+    # (The old rule compared with the point-best only, and named C in the tie set.)
+    group = {"device": "cpu", "dataset": "digits", "input_size": 32, "model": "M"}
+    p99 = {("litert", "A"): [0.95, 1.05, 0.95, 1.05, 0.95, 1.3],
+           ("litert", "B"): [1.0] * 6,
+           ("litert", "C"): [1.2] * 6}
+    rows = [{**group, "backend": b, "precision": p, "round": r, "latency_p99_ms": v}
+            for (b, p), values in p99.items() for r, v in enumerate(values)]
+    ranked = pd.DataFrame([{"backend": "litert", "precision": p, "p99_ms": v, "p99_ci_low_ms": v * 0.9,
+                            "p99_ci_high_ms": v * 1.1, "engine_mb": mb, "top1_percent": 90.0}
+                           for p, v, mb in (("A", 1.0, 3.0), ("B", 1.01, 2.0), ("C", 1.2, 1.0))])
+    tied, chosen, note = ties.break_ties(ranked, "latency", pd.DataFrame(rows), group, margin=0.05)
+    assert [ranked.loc[t, "precision"] for t in tied] == ["A", "B"]
+    assert ranked.loc[chosen, "precision"] == "B" and "litert C" not in note
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeRunner:
+    """Advances the fake clock by its engine's latency; every 50th task is 3x slower (a p99 tail)."""
+
+    def __init__(self, latency_s: float, clock: FakeClock, log: list, name: str):
+        self.latency_s, self.clock, self.log, self.name, self.calls = latency_s, clock, log, name, 0
+
+    def run(self, batch):
+        self.calls += 1
+        self.clock.now += self.latency_s * (3.0 if self.calls % 50 == 0 else 1.0)
+        self.log.append(self.name)
+
+    def close(self):
+        pass
+
+
+LATENCY_S = {"fast": 0.001, "twin": 0.001, "slow": 0.004}
+
+
+@pytest.fixture
+def fake_engines(monkeypatch):
+    clock, calls = FakeClock(), []
+
+    class Module:
+        @staticmethod
+        def load_runner(path, threads):
+            return FakeRunner(LATENCY_S[path], clock, calls, path)
+
+    def fake_measure_round(module, path, threads, batch, warmup, iterations, min_duration_s, max_duration_s,
+                           needed, timing, clock=None):
+        # Base rounds: 299 tasks; 'fast' and 'twin' alternate which has the larger tail, 'slow' is 4x.
+        rng = np.random.default_rng(len(calls))
+        calls.append(("base", path))
+        samples = np.full(needed, LATENCY_S[path]) * rng.uniform(0.98, 1.02, needed)
+        samples[-5:] *= 3.0 + rng.uniform(-0.5, 0.5)
+        timing.update(runoff.timing_columns(samples, None))
+        return samples, 0.01, {"cpu_steal_percent": 0.0, "other_processes_cores": 0.0, "own_cores": 1.0}
+
+    monkeypatch.setattr(runoff, "CLOCK", clock)
+    monkeypatch.setattr(runoff, "get_backend", lambda name: Module)
+    monkeypatch.setattr(runoff, "measure_round", fake_measure_round)
+    monkeypatch.setattr(runoff, "iter_batches", lambda *a, **k: iter([(np.zeros((1, 4)), None)]))
+    return calls
+
+
+def test_final_rounds_measure_only_the_finalists_longer_and_interleaved(fake_engines, tmp_path):
+    engines = [{"backend": "fake", "precision": p, "path": p} for p in ("fast", "slow", "twin")]
+    out = runoff.run_runoff(engines, tmp_path, batch_size=1, threads=1, rounds=6, warmup=1, min_duration_s=0.1,
+                            max_duration_s=60.0, out_path=tmp_path / "runoff.parquet",
+                            labels={"device": "cpu", "dataset": "d", "model": "M", "input_size": 32},
+                            provenance={"device": "cpu", "backend": "runoff"}, max_rounds=9, final_duration_s=1.0,
+                            final_budget_s=3.0, slice_s=0.1, objective="latency", tie_margin=0.05,
+                            final_max_s=1e9)
+    base, final = out[out["phase"] == "base"], out[out["phase"] == "final"]
+    assert len(base) == 18 and set(base["round"]) == set(range(6))
+    # 'slow' was shown slower in the base rounds and retired; the twins get three final rounds each.
+    assert set(final["precision"]) == {"fast", "twin"} and sorted(set(final["round"])) == [6, 7, 8]
+    # Each finalist's share: min(final_duration_s, final_budget_s / (2 finalists x 3 rounds)) = 0.5 s,
+    # in slices of 0.1 s (5 slices), and at least the 299 tasks p99 needs.
+    assert (final["measured_duration_s"] >= 0.5).all() and (final["tasks"] >= 299).all()
+    assert (final["slices"] == 5).all() and (final["latency_p99_supported"]).all()
+    # Interleaved: the final rounds' tasks switch engines every slice (A B A B ...), not once per round.
+    final_calls = [c for c in fake_engines if c in ("fast", "twin")]
+    switches = sum(1 for a, b in zip(final_calls, final_calls[1:]) if a != b)
+    assert switches >= 3 * (2 * 5 - 1)
+    # The per-engine rows keep their between-round intervals: 9 rounds for the finalists, 6 for the retired.
+    stats_ = runoff.round_statistics(out).set_index("precision")
+    assert stats_.loc["fast", "rounds"] == 9 and stats_.loc["slow", "rounds"] == 6
+    assert stats_[["latency_p99_rounds_ci_low_ms", "latency_p99_rounds_ci_high_ms"]].notna().all().all()
+
+
+def test_no_final_rounds_when_one_finalist_is_left_or_max_rounds_equals_rounds(fake_engines, tmp_path):
+    engines = [{"backend": "fake", "precision": p, "path": p} for p in ("fast", "slow")]
+    kwargs = dict(batch_size=1, threads=1, rounds=6, warmup=1, min_duration_s=0.1, max_duration_s=60.0,
+                  out_path=tmp_path / "runoff.parquet", labels={"device": "cpu", "dataset": "d", "model": "M"},
+                  provenance={"device": "cpu", "backend": "runoff"}, final_budget_s=3.0)
+    assert set(runoff.run_runoff(engines, tmp_path, max_rounds=12, **kwargs)["phase"]) == {"base"}
+    twins = [{"backend": "fake", "precision": p, "path": p} for p in ("fast", "twin")]
+    assert set(runoff.run_runoff(twins, tmp_path, max_rounds=6, **kwargs)["phase"]) == {"base"}
+    # No final round starts once runoff.final_max_s of wall time is spent.
+    assert set(runoff.run_runoff(twins, tmp_path, max_rounds=9, final_max_s=0.0, **kwargs)["phase"]) == {"base"}
+    # Objectives that are not latency retire nothing and add no rounds.
+    assert set(runoff.run_runoff(twins, tmp_path, max_rounds=9, objective="size", **kwargs)["phase"]) == {"base"}
