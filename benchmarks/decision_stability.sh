@@ -10,7 +10,8 @@ src=${1:?a finished results folder}
 n=${2:-5}
 configfile=${3:-config/quickstart.yaml}
 work=$(mktemp -d "${TMPDIR:-/tmp}/decision_stability.XXXXXX")
-cp -r "$src" "$work/results"
+# -a keeps the timestamps: a plain copy gives every file a new mtime and makes upstream jobs look stale.
+cp -a "$src" "$work/results"
 for i in $(seq 1 "$n"); do
     start=$(date +%s)
     snakemake --cores 2 --configfile "$configfile" --config results_dir="$work/results" \
