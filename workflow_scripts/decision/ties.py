@@ -13,10 +13,12 @@ compared with every other feasible one:
 
 A difference also has to exceed ``tie_margin`` (a fraction, config key ``decision.tie_margin``) of the
 best's value: differences smaller than that are below what reruns of the same engine reproduce.
-A candidate shown slower than *any* other feasible candidate (not only the best by point value) is
-out: it cannot be the fastest. The tie set is the candidates no other is shown faster than, so it does
-not depend on which of two tied engines happened to have the lower point value in this run. Among
-the tie set the next objectives (size, then accuracy) pick, and the decision says so.
+A candidate shown slower, paired by round, than *any* other feasible candidate (not only the best by
+point value) is out: it cannot be the fastest, whichever of two tied engines had the lower point value
+in this run. Those extra comparisons are made at a Bonferroni level (:func:`secondary_confidence`:
+5% shared over the other candidates, or slower in every round where the rounds cannot reach it), so
+that they do not leave a truly tied engine out more often.
+Among the tie set the next objectives (size, then accuracy) pick, and the decision says so.
 
 The runoff (:func:`finalists`) uses the same paired test to retire engines after its base rounds, so
 that the finalists get more and longer rounds (docs/decision.md).
@@ -47,29 +49,53 @@ def _rounds_of(runoff: pd.DataFrame | None, group: dict, column: str) -> pd.Data
     return part.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
 
 
-def paired_slower(best: pd.Series, other: pd.Series, margin: float) -> tuple[bool, float, float, float, int]:
+def paired_slower(best: pd.Series, other: pd.Series, margin: float, confidence: float = st.CONFIDENCE,
+                  candidates: int | None = None) -> tuple[bool, float, float, float, int]:
     """(slower, median ratio, CI low, CI high, paired rounds) of ``other`` / ``best`` over the rounds where
-    both were measured (index: round). Slower only when the order-statistic 95% CI of the median ratio
-    lies wholly above 1 and the median ratio exceeds 1 + ``margin``; NaN CI (too few rounds) is never slower."""
+    both were measured (index: round). Slower only when the order-statistic ``confidence`` CI of the median
+    ratio lies wholly above 1 and the median ratio exceeds 1 + ``margin``; NaN CI (too few rounds for
+    ``confidence``) is never slower. With ``candidates`` the confidence is :func:`secondary_confidence`."""
     ratio = (other / best).replace([np.inf, -np.inf], np.nan).dropna()
-    med, low, high = st.rounds_interval(ratio)
+    if candidates is not None:
+        confidence = secondary_confidence(candidates, len(ratio))
+    med, low, high = st.rounds_interval(ratio, confidence)
     slower = bool(np.isfinite(low) and low > 1 and med > 1 + margin)
     return slower, med, low, high, int(len(ratio))
 
 
+def secondary_confidence(candidates: int, rounds: int) -> float:
+    """Confidence of a comparison with a candidate other than the best: Bonferroni over the ``candidates - 1``
+    others an engine can be compared with, so that checking every candidate, not only the best, does not
+    make a truly tied engine more likely to be left out (12 rounds, 7 candidates: 99.2%, [2nd, 11th] of the
+    sorted ratios). Where ``rounds`` cannot reach it, the most they can: [min, max], slower in every round
+    (6 rounds: 96.9%), the test that retired an engine after the runoff's base rounds."""
+    bonferroni = 1 - (1 - st.CONFIDENCE) / max(candidates - 1, 1)
+    return min(bonferroni, 1 - 2 * 0.5 ** rounds) if rounds else bonferroni
+
+
 def finalists(rounds: pd.DataFrame, margin: float) -> tuple[list, dict]:
-    """(finalists, retired) of a rounds x engines table: an engine is retired when some other engine is shown
-    faster than it, paired by round (:func:`paired_slower`); ``retired`` maps it to (the faster engine, the
-    ratio's median, low, high, rounds). The finalists keep the table's column order."""
+    """(finalists, retired) of a rounds x engines table, by the rule of :func:`break_ties`: an engine is retired
+    when the best (lowest median over rounds) is shown faster at 95%, or any other engine at
+    :func:`secondary_confidence`, paired by round (:func:`paired_slower`); ``retired`` maps it to (the faster
+    engine, the ratio's median, low, high, rounds). The finalists keep the table's column order."""
     engines = list(rounds.columns)
+    if len(engines) < 2:
+        return engines, {}
+    best = rounds.median().idxmin()
     retired: dict = {}
     for other in engines:
-        for best in engines:
-            if best == other:
+        if other == best:
+            continue
+        slower, med, low, high, n = paired_slower(rounds[best], rounds[other], margin)
+        if slower:
+            retired[other] = (best, med, low, high, n)
+            continue
+        for by in engines:
+            if by in (best, other):
                 continue
-            slower, med, low, high, n = paired_slower(rounds[best], rounds[other], margin)
+            slower, med, low, high, n = paired_slower(rounds[by], rounds[other], margin, candidates=len(engines))
             if slower:
-                retired[other] = (best, med, low, high, n)
+                retired[other] = (by, med, low, high, n)
                 break
     return [e for e in engines if e not in retired], retired
 
@@ -89,6 +115,13 @@ def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFr
         return slower, (f"{name} {other[value]:.3g} ms [{o_low:.3g}, {other[high]:.3g}] vs "
                         f"{best[value]:.3g} ms [{best[low]:.3g}, {b_high:.3g}]")
     return False, f"{name} has no interval: cannot be told apart"
+
+
+def _paired(rounds: pd.DataFrame, by: pd.Series, other: pd.Series, margin: float, candidates: int) -> bool:
+    """Whether ``other`` is shown slower than ``by`` paired by round at :func:`secondary_confidence`
+    (False without rounds)."""
+    a, b = (by["backend"], by["precision"]), (other["backend"], other["precision"])
+    return a in rounds and b in rounds and paired_slower(rounds[a], rounds[b], margin, candidates=candidates)[0]
 
 
 def broken_by(members: pd.DataFrame, pick: pd.Series) -> str:
@@ -115,10 +148,11 @@ def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None
     tied, evidence = [first], {}
     for label, row in ranked.iloc[1:].iterrows():
         slower, how = compare(best, row, objective, rounds, margin)
-        # Shown slower than any other feasible candidate: not the fastest either (whichever engine of a
-        # tie happened to have the lower point value in this run).
-        slower = slower or any(compare(ranked.loc[by], row, objective, rounds, margin)[0]
-                               for by in ranked.index[1:] if by != label)
+        # Shown slower than any other feasible candidate (paired by round, at the Bonferroni level of
+        # secondary_confidence): not the fastest either, whichever engine of a tie happened to have the
+        # lower point value in this run.
+        slower = slower or (len(rounds) > 0 and any(_paired(rounds, ranked.loc[by], row, margin, len(ranked))
+                                                    for by in ranked.index[1:] if by != label))
         if not slower:
             tied.append(label)
             evidence[label] = how
