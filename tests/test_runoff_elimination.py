@@ -91,6 +91,22 @@ def test_comparisons_beyond_the_best_are_at_a_bonferroni_level():
     assert ties.finalists(rounds_table(spiky_best(6)), 0.05)[0] == [("litert", "A"), ("litert", "B")]
 
 
+def test_the_best_by_point_value_shown_slower_paired_by_round_is_not_the_reference():
+    # The load changed between rounds: A's median over its rounds (4) is below B's (5), yet B was faster
+    # in every round the two shared. B is the reference and A is out (the old rule kept A first, and tied).
+    group = {"device": "cpu", "dataset": "digits", "input_size": 32, "model": "M"}
+    p99 = {"A": [12.0] * 5 + [4.0] + [3.0] * 5, "B": [5.0] * 6 + [1.0] * 5}
+    rows = [{**group, "backend": "litert", "precision": p, "round": r, "latency_p99_ms": v}
+            for p, values in p99.items() for r, v in enumerate(values)]
+    ranked = pd.DataFrame([{"backend": "litert", "precision": p, "p99_ms": v, "p99_ci_low_ms": 1.0,
+                            "p99_ci_high_ms": 12.0, "engine_mb": 1.0, "top1_percent": 90.0}
+                           for p, v in (("A", 4.0), ("B", 5.0))])
+    tied, chosen, note = ties.break_ties(ranked, "latency", pd.DataFrame(rows), group, margin=0.05)
+    assert tied == [1] and chosen == 1 and note == ""
+    table = rounds_table({("litert", p): v for p, v in p99.items()})
+    assert ties.finalists(table, 0.05)[0] == [("litert", "B")]
+
+
 class FakeClock:
     def __init__(self):
         self.now = 0.0

@@ -73,6 +73,28 @@ def secondary_confidence(candidates: int, rounds: int) -> float:
     return min(bonferroni, 1 - 2 * 0.5 ** rounds) if rounds else bonferroni
 
 
+def paired_best(rounds: pd.DataFrame, start, margin: float, engines: list | None = None):
+    """The reference engine of the comparisons: ``start`` (the best by point value), unless paired by round it
+    is shown slower (95%) than another of ``engines`` (default: the table's columns); then that one (the one
+    it is slowest against), and so on. A median over rounds of each engine's own values can rank an engine
+    first that was slower in every round it shared with another, when the load changed between rounds."""
+    engines = list(rounds.columns) if engines is None else list(engines)
+    current = start
+    for _ in range(len(engines)):
+        if current not in rounds:
+            return current
+        faster = []
+        for other in engines:
+            if other != current and other in rounds:
+                slower, med, _, _, _ = paired_slower(rounds[other], rounds[current], margin)
+                if slower:
+                    faster.append((med, str(other), other))
+        if not faster:
+            break
+        current = max(faster)[2]
+    return current
+
+
 def finalists(rounds: pd.DataFrame, margin: float) -> tuple[list, dict]:
     """(finalists, retired) of a rounds x engines table, by the rule of :func:`break_ties`: an engine is retired
     when the best (lowest median over rounds) is shown faster at 95%, or any other engine at
@@ -81,7 +103,7 @@ def finalists(rounds: pd.DataFrame, margin: float) -> tuple[list, dict]:
     engines = list(rounds.columns)
     if len(engines) < 2:
         return engines, {}
-    best = rounds.median().idxmin()
+    best = paired_best(rounds, rounds.median().idxmin(), margin)
     retired: dict = {}
     for other in engines:
         if other == best:
@@ -139,20 +161,28 @@ def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None
     """(tie set index labels, chosen label, note) for one group's feasible candidates ranked by ``objective``.
 
     Outside the latency objectives, or with one candidate, the first ranked is chosen and the note is ''.
+    With the runoff's rounds the reference is :func:`paired_best` (the first ranked unless another candidate
+    is shown faster paired by round); without a tie it is chosen.
     """
     first = ranked.index[0]
     if objective not in POINT or len(ranked) < 2:
         return [first], first, ""
-    best = ranked.loc[first]
     rounds = _rounds_of(runoff, group, RUNOFF_METRIC[objective])
+    if len(rounds):
+        keys = {(ranked.loc[i, "backend"], ranked.loc[i, "precision"]): i for i in ranked.index}
+        start = (ranked.loc[first, "backend"], ranked.loc[first, "precision"])
+        first = keys[paired_best(rounds, start, margin, [k for k in keys if k in rounds])]
+    best = ranked.loc[first]
     tied, evidence = [first], {}
-    for label, row in ranked.iloc[1:].iterrows():
+    for label, row in ranked.iterrows():
+        if label == first:
+            continue
         slower, how = compare(best, row, objective, rounds, margin)
         # Shown slower than any other feasible candidate (paired by round, at the Bonferroni level of
         # secondary_confidence): not the fastest either, whichever engine of a tie happened to have the
         # lower point value in this run.
         slower = slower or (len(rounds) > 0 and any(_paired(rounds, ranked.loc[by], row, margin, len(ranked))
-                                                    for by in ranked.index[1:] if by != label))
+                                                    for by in ranked.index if by not in (label, first)))
         if not slower:
             tied.append(label)
             evidence[label] = how
