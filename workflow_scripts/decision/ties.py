@@ -30,8 +30,10 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.measure import statistics as st
+# The paired test by round, also used by the runoff (stages, below decision) to retire engines.
+from workflow_scripts.measure.statistics import finalists, paired_best, paired_slower, secondary_confidence  # noqa: F401
 
-RUNOFF_METRIC = {"latency": "latency_p99_ms", "p50": "latency_median_ms"}
+RUNOFF_METRIC = st.RUNOFF_METRIC
 POINT = {"latency": ("p99_ms", "p99_ci_low_ms", "p99_ci_high_ms"), "p50": ("p50_ms", "p50_ci_low_ms", "p50_ci_high_ms")}
 NEXT = (("engine_mb", True, "size", "MB"), ("top1_percent", False, "accuracy", "% top-1"))
 
@@ -47,79 +49,6 @@ def _rounds_of(runoff: pd.DataFrame | None, group: dict, column: str) -> pd.Data
     if not len(part):
         return pd.DataFrame()
     return part.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
-
-
-def paired_slower(best: pd.Series, other: pd.Series, margin: float, confidence: float = st.CONFIDENCE,
-                  candidates: int | None = None) -> tuple[bool, float, float, float, int]:
-    """(slower, median ratio, CI low, CI high, paired rounds) of ``other`` / ``best`` over the rounds where
-    both were measured (index: round). Slower only when the order-statistic ``confidence`` CI of the median
-    ratio lies wholly above 1 and the median ratio exceeds 1 + ``margin``; NaN CI (too few rounds for
-    ``confidence``) is never slower. With ``candidates`` the confidence is :func:`secondary_confidence`."""
-    ratio = (other / best).replace([np.inf, -np.inf], np.nan).dropna()
-    if candidates is not None:
-        confidence = secondary_confidence(candidates, len(ratio))
-    med, low, high = st.rounds_interval(ratio, confidence)
-    slower = bool(np.isfinite(low) and low > 1 and med > 1 + margin)
-    return slower, med, low, high, int(len(ratio))
-
-
-def secondary_confidence(candidates: int, rounds: int) -> float:
-    """Confidence of a comparison with a candidate other than the best: Bonferroni over the ``candidates - 1``
-    others an engine can be compared with, so that checking every candidate, not only the best, does not
-    make a truly tied engine more likely to be left out (12 rounds, 7 candidates: 99.2%, [2nd, 11th] of the
-    sorted ratios). Where ``rounds`` cannot reach it, the most they can: [min, max], slower in every round
-    (6 rounds: 96.9%), the test that retired an engine after the runoff's base rounds."""
-    bonferroni = 1 - (1 - st.CONFIDENCE) / max(candidates - 1, 1)
-    return min(bonferroni, 1 - 2 * 0.5 ** rounds) if rounds else bonferroni
-
-
-def paired_best(rounds: pd.DataFrame, start, margin: float, engines: list | None = None):
-    """The reference engine of the comparisons: ``start`` (the best by point value), unless paired by round it
-    is shown slower (95%) than another of ``engines`` (default: the table's columns); then that one (the one
-    it is slowest against), and so on. A median over rounds of each engine's own values can rank an engine
-    first that was slower in every round it shared with another, when the load changed between rounds."""
-    engines = list(rounds.columns) if engines is None else list(engines)
-    current = start
-    for _ in range(len(engines)):
-        if current not in rounds:
-            return current
-        faster = []
-        for other in engines:
-            if other != current and other in rounds:
-                slower, med, _, _, _ = paired_slower(rounds[other], rounds[current], margin)
-                if slower:
-                    faster.append((med, str(other), other))
-        if not faster:
-            break
-        current = max(faster)[2]
-    return current
-
-
-def finalists(rounds: pd.DataFrame, margin: float) -> tuple[list, dict]:
-    """(finalists, retired) of a rounds x engines table, by the rule of :func:`break_ties`: an engine is retired
-    when the best (lowest median over rounds) is shown faster at 95%, or any other engine at
-    :func:`secondary_confidence`, paired by round (:func:`paired_slower`); ``retired`` maps it to (the faster
-    engine, the ratio's median, low, high, rounds). The finalists keep the table's column order."""
-    engines = list(rounds.columns)
-    if len(engines) < 2:
-        return engines, {}
-    best = paired_best(rounds, rounds.median().idxmin(), margin)
-    retired: dict = {}
-    for other in engines:
-        if other == best:
-            continue
-        slower, med, low, high, n = paired_slower(rounds[best], rounds[other], margin)
-        if slower:
-            retired[other] = (best, med, low, high, n)
-            continue
-        for by in engines:
-            if by in (best, other):
-                continue
-            slower, med, low, high, n = paired_slower(rounds[by], rounds[other], margin, candidates=len(engines))
-            if slower:
-                retired[other] = (by, med, low, high, n)
-                break
-    return [e for e in engines if e not in retired], retired
 
 
 def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFrame, margin: float) -> tuple[bool, str]:

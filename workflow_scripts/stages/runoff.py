@@ -10,7 +10,7 @@ by ``benchmark.max_duration_s``.
 
 **Successive elimination.** After these base rounds, engines already shown slower than the best (or
 than another engine at a Bonferroni level), paired by round on the decision's latency metric
-(:func:`ties.finalists`: the ratio's interval wholly above 1 and its median above
+(:func:`statistics.finalists`: the ratio's interval wholly above 1 and its median above
 1 + ``decision.tie_margin``), are retired: the rule the decision's tie set uses. The finalists (usually
 2-3) get ``max_rounds - rounds`` more rounds, each a longer measurement (``final_duration_s`` of task
 time per finalist, at most ``final_budget_s`` over the whole final phase, and at least the 299 tasks
@@ -41,7 +41,6 @@ import pandas as pd
 
 from workflow_scripts.measure import statistics as st
 from workflow_scripts.measure.noise import CpuNoise
-from workflow_scripts.decision import ties
 from workflow_scripts.core.artifacts import write_parquet
 from workflow_scripts.backends import get_backend
 from workflow_scripts.data.data_io import iter_batches
@@ -74,7 +73,7 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
                final_budget_s: float = 12.0, slice_s: float = 0.1, objective: str = "latency",
                tie_margin: float = 0.05, final_max_s: float = 20.0) -> pd.DataFrame:
     """Measure ``engines`` (dicts with backend, precision, path) in ``rounds`` interleaved base rounds, then the
-    finalists (:func:`ties.finalists` on ``objective``'s metric) in rounds up to ``max_rounds``
+    finalists (:func:`statistics.finalists` on ``objective``'s metric) in rounds up to ``max_rounds``
     (:func:`final_round`); write one row per round and engine to ``out_path``."""
     if not engines:
         raise ValueError("the runoff has no engines to measure")
@@ -112,10 +111,10 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
                      summary["iterations"], reason, extra={"console": False})
             progress.update(len(rows), f"round {r + 1}/{rounds}")
     log.info("runoff of %d engines x %d rounds took %.1f s", len(engines), rounds, time.perf_counter() - started)
-    metric = ties.RUNOFF_METRIC.get(objective)
+    metric = st.RUNOFF_METRIC.get(objective)
     max_rounds = rounds if max_rounds is None else max_rounds
     if metric and max_rounds > rounds and len(engines) > 1:
-        keep, retired = ties.finalists(_by_round(pd.DataFrame(rows), metric), tie_margin)
+        keep, retired = st.finalists(_by_round(pd.DataFrame(rows), metric), tie_margin)
         for (backend, precision), (by, med, low, high, n) in retired.items():
             log.info("retired %s %s: %s ratio to %s %s %.3f [%.3f, %.3f] over %d paired rounds", backend, precision,
                      metric, by[0], by[1], med, low, high, n, extra={"console": False})
