@@ -298,7 +298,8 @@ def test_runoff_rule_measures_every_engine_in_rotated_rounds_and_feeds_the_summa
     from tests.cli import CELL, ONNX_DIR, tiny
     from tests.cli import snakemake as run_snakemake
 
-    config = tiny(runoff={"rounds": 6, "min_duration_s": 0.0, "warmup": 1})
+    # The base phase only (max_rounds = rounds): the finalists' rounds are tests/test_runoff_elimination.py's.
+    config = tiny(runoff={"rounds": 6, "max_rounds": 6, "min_duration_s": 0.0, "warmup": 1})
     run_snakemake(tmp_path, "results/summary/decision.md", config=config, timeout=1800)
     table = pd.read_parquet(tmp_path / ONNX_DIR / "latency_runoff.parquet")
     assert len(table) == 3 * 6 and set(table["precision"]) == {"fp32", "fp16", "int8"}
