@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
@@ -35,10 +35,18 @@ BOOTSTRAP_METHOD = "percentile"
 BATCH = 100
 
 
+def _stats():
+    """``scipy.stats``, imported on first use: it takes ~0.7 s, and most jobs (a latency run, an engine
+    build) need only :func:`order_statistic_ci`, which ``scipy.special`` serves (issue 29)."""
+    from scipy import stats
+
+    return stats
+
+
 def _rng_kwargs(seed: int) -> dict:
     """The seeding argument scipy.stats.bootstrap accepts in the installed SciPy (``rng`` from 1.15)."""
     generator = np.random.default_rng(seed)
-    if "rng" in inspect.signature(stats.bootstrap).parameters:
+    if "rng" in inspect.signature(_stats().bootstrap).parameters:
         return {"rng": generator}
     return {"random_state": generator}
 
@@ -53,7 +61,7 @@ def bootstrap_ci(data: Sequence[np.ndarray], statistic, paired: bool = False, co
     with warnings.catch_warnings():
         # A constant sample gives a degenerate (zero-width) interval; that is the right answer here.
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        result = stats.bootstrap(tuple(np.asarray(d, dtype=float) for d in data), statistic, paired=paired,
+        result = _stats().bootstrap(tuple(np.asarray(d, dtype=float) for d in data), statistic, paired=paired,
                                  vectorized=True, batch=BATCH, confidence_level=confidence, n_resamples=n_resamples,
                                  method=BOOTSTRAP_METHOD, **_rng_kwargs(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
@@ -99,7 +107,7 @@ def order_statistic_ci(samples, q: float, confidence: float = CONFIDENCE) -> tup
     alpha = 1 - confidence
     if n == 0:
         return float("nan"), float("nan"), False
-    cdf = stats.binom.cdf(np.arange(n + 1), n, q)  # cdf[k] = P(B <= k)
+    cdf = special.bdtr(np.arange(n + 1), n, q)  # cdf[k] = P(B <= k), as scipy.stats.binom.cdf computes it
     upper_tail = 1 - cdf[:n]  # upper_tail[u - 1] = P(B >= u), u = 1..n
     ok_u = np.flatnonzero(upper_tail <= alpha / 2 + 1e-12)
     if len(ok_u):
@@ -271,7 +279,7 @@ def wilson_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[flo
     """Wilson score interval of a proportion k/n, from ``scipy.stats.binomtest``."""
     if n <= 0:
         return float("nan"), float("nan")
-    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    ci = _stats().binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)
 
 
@@ -307,6 +315,7 @@ def repeat_statistics(durations, confidence: float = CONFIDENCE) -> dict[str, fl
     mean = float(x.mean()) if n else float("nan")
     std = float(x.std(ddof=1)) if n > 1 else float("nan")
     if n > 1 and std > 0:
+        stats = _stats()
         low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=stats.sem(x))
     elif n > 1:
         low = high = mean  # identical repeats: the interval collapses
@@ -333,7 +342,7 @@ def paired_drop(reference_correct, other_correct, n_resamples: int = 2000, seed:
         return drop, float("nan"), float("nan")
     if np.array_equal(a, b):
         return drop, 0.0, 0.0
-    result = stats.bootstrap((a, b), lambda x, y, axis=-1: 100.0 * (x.mean(axis=axis) - y.mean(axis=axis)),
+    result = _stats().bootstrap((a, b), lambda x, y, axis=-1: 100.0 * (x.mean(axis=axis) - y.mean(axis=axis)),
                              paired=True, vectorized=True, n_resamples=n_resamples, confidence_level=confidence,
                              method="percentile", **_rng_kwargs(seed))
     return drop, float(result.confidence_interval.low), float(result.confidence_interval.high)
