@@ -197,3 +197,53 @@ def test_no_final_rounds_when_one_finalist_is_left_or_max_rounds_equals_rounds(f
     assert set(runoff.run_runoff(twins, tmp_path, max_rounds=9, final_max_s=0.0, **kwargs)["phase"]) == {"base"}
     # Objectives that are not latency retire nothing and add no rounds.
     assert set(runoff.run_runoff(twins, tmp_path, max_rounds=9, objective="size", **kwargs)["phase"]) == {"base"}
+
+
+def test_undecided_is_a_finalist_that_looks_slower_by_more_than_the_margin_but_is_not_shown_slower():
+    # 12 rounds: 'border' is 1.2x the best in 9 and faster in 3 (the 95% interval [3rd, 10th] reaches below
+    # 1); 'twin' is within the margin (a tie whatever the rounds); 'slow' is shown slower.
+    table = rounds_table({("litert", "best"): [1.0] * 12,
+                          ("litert", "border"): [1.2] * 9 + [0.9] * 3,
+                          ("litert", "twin"): [1.02, 0.98] * 6,
+                          ("litert", "slow"): [1.5] * 12})
+    best, open_ = runoff.st.undecided(table, 0.05)
+    assert best == ("litert", "best") and open_ == [("litert", "border")]
+    # With six more rounds in which it is 1.2x, it is shown slower (18 rounds: [5th, 14th]).
+    longer = rounds_table({k: v + [v[0]] * 6 for k, v in table.to_dict("list").items()})
+    assert runoff.st.undecided(longer, 0.05)[1] == []
+    assert ties.paired_slower(longer[("litert", "best")], longer[("litert", "border")], 0.05)[0]
+
+
+def test_extra_rounds_go_to_the_undecided_finalist_and_the_best_only(fake_engines, tmp_path, monkeypatch):
+    LATENCY_S["border"] = 0.0012  # 1.2x 'fast' in the final and extra rounds (the fake runner)
+    visits = {"fast": 0, "twin": 0, "border": 0}
+    base_factor = {"border": [1.2, 0.9, 1.2, 1.2, 0.9, 1.2]}  # 1.2x, but faster than 'fast' in two base rounds
+
+    def deterministic_round(module, path, threads, batch, warmup, iterations, min_duration_s, max_duration_s,
+                            needed, timing, clock=None):
+        factor = base_factor.get(path, [1.0] * 6)[visits[path]]
+        visits[path] += 1
+        samples = np.full(needed, 0.001 * factor)
+        timing.update(runoff.timing_columns(samples, None))
+        return samples, 0.01, {"cpu_steal_percent": 0.0, "other_processes_cores": 0.0, "own_cores": 1.0}
+
+    monkeypatch.setattr(runoff, "measure_round", deterministic_round)
+    engines = [{"backend": "fake", "precision": p, "path": p} for p in ("fast", "twin", "border")]
+    kwargs = dict(batch_size=1, threads=1, rounds=6, warmup=1, min_duration_s=0.1, max_duration_s=60.0,
+                  out_path=tmp_path / "runoff.parquet", labels={"device": "cpu", "dataset": "d", "model": "M"},
+                  provenance={"device": "cpu", "backend": "runoff"}, max_rounds=9, final_budget_s=3.0,
+                  final_max_s=1e9, tie_margin=0.05)
+    out = runoff.run_runoff(engines, tmp_path, extra_rounds=3, **kwargs)
+    extra = out[out["phase"] == "extra"]
+    # After 9 rounds 'border' is 1.2x in 7 and faster in 2 ([2nd, 8th] of 9 reaches 0.9): undecided. It and the
+    # reference get rounds 9-11; 'twin' (within the margin) gets none.
+    assert sorted(set(extra["round"])) == [9, 10, 11]
+    assert set(extra["precision"]) in ({"fast", "border"}, {"twin", "border"})
+    rounds = out.pivot_table(index="round", columns=["backend", "precision"], values="latency_p99_ms")
+    assert ties.paired_slower(rounds[("fake", "fast")], rounds[("fake", "border")], 0.05)[0]
+    # Without extra rounds it stays a finalist nobody can tell apart from the best.
+    visits.update(fast=0, twin=0, border=0)
+    plain = runoff.run_runoff(engines, tmp_path, extra_rounds=0, **kwargs)
+    assert "extra" not in set(plain["phase"])
+    rounds = plain.pivot_table(index="round", columns=["backend", "precision"], values="latency_p99_ms")
+    assert not ties.paired_slower(rounds[("fake", "fast")], rounds[("fake", "border")], 0.05)[0]

@@ -255,6 +255,26 @@ def finalists(rounds: pd.DataFrame, margin: float) -> tuple[list, dict]:
     return [e for e in engines if e not in retired], retired
 
 
+def undecided(rounds: pd.DataFrame, margin: float) -> tuple[object, list]:
+    """(reference, undecided) of a rounds x engines table of the finalists: the reference is
+    :func:`paired_best`; an engine is undecided when, paired by round, its median ratio to the reference
+    exceeds 1 + ``margin`` (it looks slower by more than the tie margin) while the 95% interval still
+    reaches 1 (not shown slower). More rounds settle these; an engine whose ratio is within the margin is
+    a tie whatever the rounds, and one shown slower is out."""
+    engines = list(rounds.columns)
+    if len(engines) < 2:
+        return (engines[0] if engines else None), []
+    best = paired_best(rounds, rounds.median().idxmin(), margin)
+    out = []
+    for other in engines:
+        if other == best:
+            continue
+        slower, med, _low, _high, _n = paired_slower(rounds[best], rounds[other], margin)
+        if not slower and np.isfinite(med) and med > 1 + margin:
+            out.append(other)
+    return best, out
+
+
 def _ratio_of_medians(a, b, axis=-1):
     return np.median(a, axis=axis) / np.median(b, axis=axis)
 

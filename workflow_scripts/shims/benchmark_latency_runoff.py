@@ -20,6 +20,7 @@ run(sm, lambda: run_runoff(
     final_budget_s=runoff["final_budget_s"],
     slice_s=runoff["slice_s"],
     final_max_s=runoff["final_max_s"],
+    extra_rounds=runoff["extra_rounds"],
     objective=sm.params.decision["objective"],
     tie_margin=sm.params.decision["tie_margin"],
 ))

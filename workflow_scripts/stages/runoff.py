@@ -54,7 +54,7 @@ ENGINE_KEYS = ["device", "backend", "dataset", "model", "precision"]
 # Tasks run and discarded each time a final round switches to another finalist (caches refilled by the
 # other engine's weights), on top of the round's warm-up.
 SWITCH_WARMUP = 2
-BASE, FINAL = "base", "final"
+BASE, FINAL, EXTRA = "base", "final", "extra"
 CLOCK = time.perf_counter  # the final rounds' task clock (a test replaces it)
 
 
@@ -67,11 +67,28 @@ def round_order(engines: list, round_index: int) -> list:
     return engines[shift:] + engines[:shift]
 
 
-def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threads: int, rounds: int, warmup: int,
+def run_runoff(*args, **kwargs) -> pd.DataFrame:
+    """:func:`_run_runoff` with every backend that can cache compiled models between loads doing so in a
+    temporary folder for the job (``compile_cache`` of its module: OpenVINO), so the runners loaded fresh in
+    each round skip recompiling; the folder is removed at the end."""
+    import contextlib
+    import tempfile
+
+    engines = kwargs.get("engines", args[0] if args else [])
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="runoff-compile-cache-"))
+        for name in sorted({e["backend"] for e in engines}):
+            cache = getattr(get_backend(name), "compile_cache", None)
+            if cache is not None:
+                stack.enter_context(cache(folder))
+        return _run_runoff(*args, **kwargs)
+
+
+def _run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threads: int, rounds: int, warmup: int,
                min_duration_s: float, max_duration_s: float, out_path: str | Path, labels: dict,
                provenance: dict, max_rounds: int | None = None, final_duration_s: float = 1.0,
                final_budget_s: float = 12.0, slice_s: float = 0.1, objective: str = "latency",
-               tie_margin: float = 0.05, final_max_s: float = 20.0) -> pd.DataFrame:
+               tie_margin: float = 0.05, final_max_s: float = 20.0, extra_rounds: int = 0) -> pd.DataFrame:
     """Measure ``engines`` (dicts with backend, precision, path) in ``rounds`` interleaved base rounds, then the
     finalists (:func:`statistics.finalists` on ``objective``'s metric) in rounds up to ``max_rounds``
     (:func:`final_round`); write one row per round and engine to ``out_path``."""
@@ -125,19 +142,24 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
             log.info("final rounds %d-%d: %s, %.2f s of tasks each per round", rounds + 1, max_rounds,
                      ", ".join(f"{e['backend']} {e['precision']}" for e in finals), visit_s)
             final_started = time.perf_counter()
-            for r in range(rounds, max_rounds):
-                if time.perf_counter() - final_started >= final_max_s:
-                    log.warning("final rounds stopped after round %d: runoff.final_max_s=%g s of wall time spent",
-                                r, final_max_s)
-                    break
-                for row in final_round(round_order(finals, r), batch, threads, warmup, visit_s, slice_s,
-                                       max_duration_s, needed):
-                    rows.append({**labels, **row, "round": r, "batch_size": batch_size, "threads": threads,
-                                 "rounds": rounds})
-                    log.info("round %d/%d %s %s: median %.4f ms, p99 %.4f ms, %d tasks in %d slices", r + 1,
-                             max_rounds, row["backend"], row["precision"], row["latency_median_ms"],
-                             row["latency_p99_ms"], row["tasks"], row["slices"], extra={"console": False})
+            common = dict(labels=labels, batch=batch, batch_size=batch_size, threads=threads, rounds=rounds,
+                          warmup=warmup, visit_s=visit_s, slice_s=slice_s, max_duration_s=max_duration_s,
+                          needed=needed, started=final_started, final_max_s=final_max_s)
+            done = _final_rounds(rows, finals, range(rounds, max_rounds), FINAL, **common)
             log.info("final rounds of %d finalists took %.1f s", len(finals), time.perf_counter() - final_started)
+            if done and extra_rounds > 0:
+                # Sequential step: finalists that look slower than the reference by more than the tie margin,
+                # but whose interval still reaches 1, get extra rounds beside the reference (the others are
+                # settled: shown slower, or a tie within the margin whatever the rounds).
+                table = _by_round(pd.DataFrame(rows), metric)
+                best, open_ = st.undecided(table[[(e["backend"], e["precision"]) for e in finals]], tie_margin)
+                if open_:
+                    who = [e for e in finals if (e["backend"], e["precision"]) in set(open_) | {best}]
+                    log.info("extra rounds %d-%d: %s undecided against %s %s (ratio above 1 + tie_margin, interval "
+                             "reaching 1)", max_rounds + 1, max_rounds + extra_rounds,
+                             ", ".join(f"{b} {q}" for b, q in open_), best[0], best[1])
+                    _final_rounds(rows, who, range(max_rounds, max_rounds + extra_rounds), EXTRA, **common)
+                    log.info("final and extra rounds took %.1f s", time.perf_counter() - final_started)
         else:
             log.info("%d finalists after %d rounds (%s): no final rounds", len(keep), rounds,
                      ", ".join(f"{b} {q}" for b, q in keep))
@@ -146,6 +168,27 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
     written = with_provenance(frame, provenance).assign(backend=frame["backend"].to_numpy())
     write_parquet(written, out_path)
     return written
+
+
+def _final_rounds(rows: list, engines: list[dict], round_indices, phase: str, labels: dict, batch: np.ndarray,
+                  batch_size: int, threads: int, rounds: int, warmup: int, visit_s: float, slice_s: float,
+                  max_duration_s: float, needed: int, started: float, final_max_s: float) -> bool:
+    """Append the rows of :func:`final_round` for each of ``round_indices`` (engines rotated by round) to
+    ``rows``, labelled ``phase``; False when ``final_max_s`` of wall time since ``started`` stopped them."""
+    last = round_indices[-1] + 1 if len(round_indices) else 0
+    for r in round_indices:
+        if time.perf_counter() - started >= final_max_s:
+            log.warning("%s rounds stopped after round %d: runoff.final_max_s=%g s of wall time spent", phase, r,
+                        final_max_s)
+            return False
+        for row in final_round(round_order(engines, r), batch, threads, warmup, visit_s, slice_s, max_duration_s,
+                               needed):
+            rows.append({**labels, **row, "round": r, "phase": phase, "batch_size": batch_size, "threads": threads,
+                         "rounds": rounds})
+            log.info("round %d/%d %s %s: median %.4f ms, p99 %.4f ms, %d tasks in %d slices", r + 1, last,
+                     row["backend"], row["precision"], row["latency_median_ms"], row["latency_p99_ms"], row["tasks"],
+                     row["slices"], extra={"console": False})
+    return True
 
 
 def final_round(engines: list[dict], batch: np.ndarray, threads: int, warmup: int, visit_s: float, slice_s: float,

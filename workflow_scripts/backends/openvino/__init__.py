@@ -349,6 +349,24 @@ def _plain(value) -> str:
     return str(value)
 
 
+# Where compiled models are cached between loads in this process (None: no cache); set by compile_cache.
+_CACHE_DIR: str | None = None
+
+
+@contextlib.contextmanager
+def compile_cache(directory: str | Path):
+    """Inside: runners loaded in this process cache their compiled model in ``directory`` (OpenVINO's
+    ``CACHE_DIR``), so a later load of the same IR with the same settings imports the compiled blob instead
+    of compiling again (DenseNet169: ~0.66 s a load). The latency runoff loads every engine fresh in each
+    of its rounds; the runner, its memory and its infer request are still new each time."""
+    global _CACHE_DIR
+    previous, _CACHE_DIR = _CACHE_DIR, str(directory)
+    try:
+        yield
+    finally:
+        _CACHE_DIR = previous
+
+
 class OpenVINORunner:
     """A CPU-compiled IR behind the Runner protocol; recompiled at a static batch size when it changes."""
 
@@ -360,6 +378,8 @@ class OpenVINORunner:
         if missing:
             raise FileNotFoundError(f"{engine_path} has no weights file {missing[0]} beside it; rebuild the engine")
         self.core = ov.Core()
+        if _CACHE_DIR is not None:
+            self.core.set_property({"CACHE_DIR": _CACHE_DIR})
         self.model = self.core.read_model(str(engine_path))
         self.input_name = self.model.inputs[0].get_any_name()
         self.threads = int(threads)
