@@ -19,10 +19,10 @@ for i in $(seq 1 "$n"); do
     cp "$work/results/summary/decision.md" "$work/decision$i.md"
     echo "== rerun $i ($(( $(date +%s) - start )) s, load $(cut -d' ' -f1-3 /proc/loadavg))"
     grep -E '^### |^\*\*(Deploy|Tie)' "$work/decision$i.md" | sed -E 's/(\*\*Deploy [^*]*\*\*).*/\1/; s/ cannot be told apart.*//'
-    # The runoff's own time per model: base rounds, the finalists and their final rounds (from its job logs).
+    # The runoff's own time per model: base rounds, the finalists, their final rounds and any extra rounds (job logs).
     for f in "$work"/results/logs/benchmark_latency_runoff/*/*/*.log; do
         cp "$f" "$work/rerun$i.$(basename "$f")"
-        echo "   $(basename "$f" .log): $(grep -hoE 'runoff of .* took [0-9.]+ s|final rounds [0-9-]+: .*|final rounds of .* took [0-9.]+ s|[0-9]+ finalists after .*' "$f" | tail -3 | paste -sd';' -)"
+        echo "   $(basename "$f" .log): $(grep -hoE 'runoff of .* took [0-9.]+ s|final rounds [0-9-]+: .*|final rounds of .* took [0-9.]+ s|[0-9]+ finalists after .*|extra rounds [0-9-]+: [^(]*|final and extra rounds took [0-9.]+ s' "$f" | tail -5 | paste -sd';' -)"
     done
 done
 echo "decisions and logs: $work"

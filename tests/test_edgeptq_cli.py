@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -101,3 +102,20 @@ def test_the_module_cli_keeps_working(summary_dir):
     done = subprocess.run(["python", "-m", "workflow_scripts.cli", str(summary_dir), "--p99-ms", "100"],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 0 and "**Deploy" in done.stdout and "## The answer" in done.stdout
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(summary_dir):
+    """``edgeptq summary … --format csv | head -1``: the reader has gone before the table is written; the
+    command ends with status 1 and an empty stderr instead of a BrokenPipeError traceback."""
+    script = ("import sys; from workflow_scripts.cli import _exit_quietly_on_closed_pipe, edgeptq; "
+              f"sys.argv = ['edgeptq', 'summary', {str(summary_dir)!r}, '--format', 'csv']; "
+              "_exit_quietly_on_closed_pipe(edgeptq)")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write to the pipe fails with EPIPE
+    try:
+        done = subprocess.run(["python", "-c", script], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 1

@@ -146,3 +146,26 @@ def test_the_runoffs_openvino_rows_are_wall_timed(tiny_ir, tmp_path):
                       provenance={"device": "test", "backend": "runoff"})
     assert list(rows["latency_clock"]) == ["wall", "wall"]
     assert np.allclose(rows["latency_median_ms"], rows["wall_median_ms"])
+
+
+def test_compile_cache_keeps_compiled_models_between_loads_and_only_inside(tiny_ir, tmp_path):
+    """Inside compile_cache a runner's first run writes the compiled model to the folder and a fresh runner of the
+    same IR answers the same; outside, nothing is cached. The runoff sets it up per job (and removes it)."""
+    from workflow_scripts.backends import openvino as backend
+
+    batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    with backend.compile_cache(tmp_path / "cache"):
+        first = OpenVINORunner(tiny_ir, 1)
+        out1 = first.run(batch)
+        first.close()
+        cached = list((tmp_path / "cache").iterdir())
+        assert cached, "no compiled model was cached"
+        second = OpenVINORunner(tiny_ir, 1)
+        assert np.allclose(second.run(batch), out1) and np.allclose(out1, expected(batch))
+        second.close()
+    assert backend._CACHE_DIR is None
+    outside = tmp_path / "outside"
+    runner = OpenVINORunner(tiny_ir, 1)
+    runner.run(batch)
+    runner.close()
+    assert not outside.exists() and sorted((tmp_path / "cache").iterdir()) == sorted(cached)

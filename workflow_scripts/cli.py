@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -282,10 +283,24 @@ def edgeptq(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit_quietly_on_closed_pipe(command) -> None:
+    """``sys.exit(command())``; when the reader of stdout has gone (``edgeptq summary … --format csv | head``),
+    exit with status 1 and no traceback, as the Python documentation's note on SIGPIPE recommends."""
+    try:
+        code = command()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at devnull so that flush cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    sys.exit(code)
+
+
 def edgeptq_entry() -> None:
     """The ``edgeptq`` script's entry point (pyproject ``[project.scripts]``)."""
-    sys.exit(edgeptq())
+    _exit_quietly_on_closed_pipe(edgeptq)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_quietly_on_closed_pipe(main)
