@@ -247,3 +247,15 @@ def test_extra_rounds_go_to_the_undecided_finalist_and_the_best_only(fake_engine
     assert "extra" not in set(plain["phase"])
     rounds = plain.pivot_table(index="round", columns=["backend", "precision"], values="latency_p99_ms")
     assert not ties.paired_slower(rounds[("fake", "fast")], rounds[("fake", "border")], 0.05)[0]
+
+
+def test_an_engine_slower_by_a_hair_in_every_base_round_is_not_retired():
+    # Two identical LiteRT engines on a 2-core VM (session 8, rerun 5): fp32 / fp16 over six base rounds
+    # 1.443 1.354 1.018 1.053 1.056 1.011. Slower in all six, median 1.054 > 1 + margin: the decision's test says
+    # slower, but not by more than the margin in every round, so the runoff keeps it for the final rounds.
+    table = rounds_table({("litert", "fp16"): [1.0] * 6,
+                          ("litert", "fp32"): [1.443, 1.354, 1.018, 1.053, 1.056, 1.011],
+                          ("litert", "int8"): [1.355, 1.282, 1.202, 1.076, 1.332, 1.269]})
+    keep, retired = ties.finalists(table, 0.05)
+    assert keep == [("litert", "fp16"), ("litert", "fp32")] and list(retired) == [("litert", "int8")]
+    assert ties.paired_slower(table[("litert", "fp16")], table[("litert", "fp32")], 0.05)[0]

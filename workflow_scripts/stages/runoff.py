@@ -10,8 +10,8 @@ by ``benchmark.max_duration_s``.
 
 **Successive elimination.** After these base rounds, engines already shown slower than the best (or
 than another engine at a Bonferroni level), paired by round on the decision's latency metric
-(:func:`statistics.finalists`: the ratio's interval wholly above 1 and its median above
-1 + ``decision.tie_margin``), are retired: the rule the decision's tie set uses. The finalists (usually
+(:func:`statistics.finalists`: the ratio's interval wholly above 1 + ``decision.tie_margin``, stricter than
+the decision's tie test, so nothing the decision could call tied is retired), are retired. The finalists (usually
 2-3) get ``max_rounds - rounds`` more rounds, each a longer measurement (``final_duration_s`` of task
 time per finalist, at most ``final_budget_s`` over the whole final phase, and at least the 299 tasks
 p99 needs; no final round starts after ``final_max_s`` of wall time) taken in short slices interleaved within the round (A B C A B C ... with the runners of
