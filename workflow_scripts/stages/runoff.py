@@ -148,17 +148,16 @@ def _run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, thre
             done = _final_rounds(rows, finals, range(rounds, max_rounds), FINAL, **common)
             log.info("final rounds of %d finalists took %.1f s", len(finals), time.perf_counter() - final_started)
             if done and extra_rounds > 0:
-                # Sequential step: finalists that look slower than the reference by more than the tie margin,
-                # but whose interval still reaches 1, get extra rounds beside the reference (the others are
-                # settled: shown slower, or a tie within the margin whatever the rounds).
+                # Sequential step: when a finalist looks slower than the reference by more than the tie margin
+                # but its interval still reaches 1, every finalist gets extra rounds (all of them: the decision
+                # may compare with another finalist tied with this reference, e.g. when a budget drops it).
                 table = _by_round(pd.DataFrame(rows), metric)
                 best, open_ = st.undecided(table[[(e["backend"], e["precision"]) for e in finals]], tie_margin)
                 if open_:
-                    who = [e for e in finals if (e["backend"], e["precision"]) in set(open_) | {best}]
                     log.info("extra rounds %d-%d: %s undecided against %s %s (ratio above 1 + tie_margin, interval "
                              "reaching 1)", max_rounds + 1, max_rounds + extra_rounds,
                              ", ".join(f"{b} {q}" for b, q in open_), best[0], best[1])
-                    _final_rounds(rows, who, range(max_rounds, max_rounds + extra_rounds), EXTRA, **common)
+                    _final_rounds(rows, finals, range(max_rounds, max_rounds + extra_rounds), EXTRA, **common)
                     log.info("final and extra rounds took %.1f s", time.perf_counter() - final_started)
         else:
             log.info("%d finalists after %d rounds (%s): no final rounds", len(keep), rounds,
