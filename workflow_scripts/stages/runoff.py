@@ -31,8 +31,10 @@ folder) holds one row per round and engine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,24 +69,21 @@ def round_order(engines: list, round_index: int) -> list:
     return engines[shift:] + engines[:shift]
 
 
-def run_runoff(*args, **kwargs) -> pd.DataFrame:
-    """:func:`_run_runoff` with every backend that can cache compiled models between loads doing so in a
-    temporary folder for the job (``compile_cache`` of its module: OpenVINO), so the runners loaded fresh in
-    each round skip recompiling; the folder is removed at the end."""
-    import contextlib
-    import tempfile
-
-    engines = kwargs.get("engines", args[0] if args else [])
+@contextlib.contextmanager
+def _compile_caches(engines: list[dict]):
+    """Inside: every backend of ``engines`` that can cache compiled models between loads (``compile_cache`` of
+    its module: OpenVINO) does so in one temporary folder for the job, so the runners loaded fresh in each
+    round skip recompiling; the folder is removed at the end."""
     with contextlib.ExitStack() as stack:
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="runoff-compile-cache-"))
         for name in sorted({e["backend"] for e in engines}):
             cache = getattr(get_backend(name), "compile_cache", None)
             if cache is not None:
                 stack.enter_context(cache(folder))
-        return _run_runoff(*args, **kwargs)
+        yield
 
 
-def _run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threads: int, rounds: int, warmup: int,
+def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threads: int, rounds: int, warmup: int,
                min_duration_s: float, max_duration_s: float, out_path: str | Path, labels: dict,
                provenance: dict, max_rounds: int | None = None, final_duration_s: float = 1.0,
                final_budget_s: float = 12.0, slice_s: float = 0.1, objective: str = "latency",
@@ -92,81 +91,82 @@ def _run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, thre
     """Measure ``engines`` (dicts with backend, precision, path) in ``rounds`` interleaved base rounds, then the
     finalists (:func:`statistics.finalists` on ``objective``'s metric) in rounds up to ``max_rounds``
     (:func:`final_round`); write one row per round and engine to ``out_path``."""
-    if not engines:
-        raise ValueError("the runoff has no engines to measure")
-    batch, _ = next(iter_batches(data_dir, "test", batch_size))
-    if len(batch) < batch_size:
-        raise ValueError(f"the test split has {len(batch)} images, fewer than benchmark.batch_size={batch_size}")
-    needed = st.tasks_needed(0.99)
-    rows = []
-    started = time.perf_counter()
-    progress = Progress(log, "latency runoff", total=rounds * len(engines), unit="measurements")
-    for r in range(rounds):
-        for position, engine in enumerate(round_order(list(engines), r)):
-            timing: dict = {}  # latency_clock, wall_median_ms, wall_p99_ms
-            # One clock for every backend (the wall time around Runner.run): the runoff ranks backends
-            # against each other, and only some runtimes have a per-call timer of their own.
-            samples, load_s, noise = measure_round(get_backend(engine["backend"]), engine["path"], threads, batch,
-                                                   warmup, 1, min_duration_s, max_duration_s, needed, timing,
-                                                   clock=WALL_CLOCK)
-            summary = summarize_latency(samples, batch_size)
-            noisy, reason = noise_reason(summary["latency_iqr_ratio"], noise["cpu_steal_percent"],
-                                         noise["other_processes_cores"])
-            rows.append({**labels, "backend": engine["backend"], "precision": engine["precision"], "round": r,
-                         "position": position, "load_s": load_s, "tasks": summary["iterations"],
-                         "nan_samples": summary["latency_nan_samples"],
-                         "latency_median_ms": summary["latency_median_ms"],
-                         "latency_p99_ms": summary["latency_p99_ms"],
-                         "latency_p99_supported": summary["latency_p99_supported"],
-                         "latency_iqr_ratio": summary["latency_iqr_ratio"],
-                         "measured_duration_s": summary["measured_duration_s"], **timing, **noise,
-                         "high_variation": noisy, "noise_reason": reason, "batch_size": batch_size,
-                         "threads": threads, "rounds": rounds, "phase": BASE, "slices": 1})
-            # Every measurement goes to the job's log file; the console gets progress lines (every ~10 s or 10%).
-            log.info("round %d/%d %s %s: median %.4f ms, p99 %.4f ms, %d tasks; %s", r + 1, rounds,
-                     engine["backend"], engine["precision"], summary["latency_median_ms"], summary["latency_p99_ms"],
-                     summary["iterations"], reason, extra={"console": False})
-            progress.update(len(rows), f"round {r + 1}/{rounds}")
-    log.info("runoff of %d engines x %d rounds took %.1f s", len(engines), rounds, time.perf_counter() - started)
-    metric = st.RUNOFF_METRIC.get(objective)
-    max_rounds = rounds if max_rounds is None else max_rounds
-    if metric and max_rounds > rounds and len(engines) > 1:
-        keep, retired = st.finalists(_by_round(pd.DataFrame(rows), metric), tie_margin)
-        for (backend, precision), (by, med, low, high, n) in retired.items():
-            log.info("retired %s %s: %s ratio to %s %s %.3f [%.3f, %.3f] over %d paired rounds", backend, precision,
-                     metric, by[0], by[1], med, low, high, n, extra={"console": False})
-        finals = [e for e in engines if (e["backend"], e["precision"]) in set(keep)]
-        if len(finals) > 1:
-            extra = max_rounds - rounds
-            visit_s = max(min_duration_s, min(final_duration_s, final_budget_s / (extra * len(finals))))
-            log.info("final rounds %d-%d: %s, %.2f s of tasks each per round", rounds + 1, max_rounds,
-                     ", ".join(f"{e['backend']} {e['precision']}" for e in finals), visit_s)
-            final_started = time.perf_counter()
-            common = dict(labels=labels, batch=batch, batch_size=batch_size, threads=threads, rounds=rounds,
-                          warmup=warmup, visit_s=visit_s, slice_s=slice_s, max_duration_s=max_duration_s,
-                          needed=needed, started=final_started, final_max_s=final_max_s)
-            done = _final_rounds(rows, finals, range(rounds, max_rounds), FINAL, **common)
-            log.info("final rounds of %d finalists took %.1f s", len(finals), time.perf_counter() - final_started)
-            if done and extra_rounds > 0:
-                # Sequential step: when a finalist looks slower than the reference by more than the tie margin
-                # but its interval still reaches 1, every finalist gets extra rounds (all of them: the decision
-                # may compare with another finalist tied with this reference, e.g. when a budget drops it).
-                table = _by_round(pd.DataFrame(rows), metric)
-                best, open_ = st.undecided(table[[(e["backend"], e["precision"]) for e in finals]], tie_margin)
-                if open_:
-                    log.info("extra rounds %d-%d: %s undecided against %s %s (ratio above 1 + tie_margin, interval "
-                             "reaching 1)", max_rounds + 1, max_rounds + extra_rounds,
-                             ", ".join(f"{b} {q}" for b, q in open_), best[0], best[1])
-                    _final_rounds(rows, finals, range(max_rounds, max_rounds + extra_rounds), EXTRA, **common)
-                    log.info("final and extra rounds took %.1f s", time.perf_counter() - final_started)
-        else:
-            log.info("%d finalists after %d rounds (%s): no final rounds", len(keep), rounds,
-                     ", ".join(f"{b} {q}" for b, q in keep))
-    frame = pd.DataFrame(rows)
-    # Provenance names the job's backend ('runoff'); each row keeps the backend of its engine.
-    written = with_provenance(frame, provenance).assign(backend=frame["backend"].to_numpy())
-    write_parquet(written, out_path)
-    return written
+    with _compile_caches(engines):
+        if not engines:
+            raise ValueError("the runoff has no engines to measure")
+        batch, _ = next(iter_batches(data_dir, "test", batch_size))
+        if len(batch) < batch_size:
+            raise ValueError(f"the test split has {len(batch)} images, fewer than benchmark.batch_size={batch_size}")
+        needed = st.tasks_needed(0.99)
+        rows = []
+        started = time.perf_counter()
+        progress = Progress(log, "latency runoff", total=rounds * len(engines), unit="measurements")
+        for r in range(rounds):
+            for position, engine in enumerate(round_order(list(engines), r)):
+                timing: dict = {}  # latency_clock, wall_median_ms, wall_p99_ms
+                # One clock for every backend (the wall time around Runner.run): the runoff ranks backends
+                # against each other, and only some runtimes have a per-call timer of their own.
+                samples, load_s, noise = measure_round(get_backend(engine["backend"]), engine["path"], threads, batch,
+                                                       warmup, 1, min_duration_s, max_duration_s, needed, timing,
+                                                       clock=WALL_CLOCK)
+                summary = summarize_latency(samples, batch_size)
+                noisy, reason = noise_reason(summary["latency_iqr_ratio"], noise["cpu_steal_percent"],
+                                             noise["other_processes_cores"])
+                rows.append({**labels, "backend": engine["backend"], "precision": engine["precision"], "round": r,
+                             "position": position, "load_s": load_s, "tasks": summary["iterations"],
+                             "nan_samples": summary["latency_nan_samples"],
+                             "latency_median_ms": summary["latency_median_ms"],
+                             "latency_p99_ms": summary["latency_p99_ms"],
+                             "latency_p99_supported": summary["latency_p99_supported"],
+                             "latency_iqr_ratio": summary["latency_iqr_ratio"],
+                             "measured_duration_s": summary["measured_duration_s"], **timing, **noise,
+                             "high_variation": noisy, "noise_reason": reason, "batch_size": batch_size,
+                             "threads": threads, "rounds": rounds, "phase": BASE, "slices": 1})
+                # Every measurement goes to the job's log file; the console gets progress lines (every ~10 s or 10%).
+                log.info("round %d/%d %s %s: median %.4f ms, p99 %.4f ms, %d tasks; %s", r + 1, rounds,
+                         engine["backend"], engine["precision"], summary["latency_median_ms"],
+                         summary["latency_p99_ms"], summary["iterations"], reason, extra={"console": False})
+                progress.update(len(rows), f"round {r + 1}/{rounds}")
+        log.info("runoff of %d engines x %d rounds took %.1f s", len(engines), rounds, time.perf_counter() - started)
+        metric = st.RUNOFF_METRIC.get(objective)
+        max_rounds = rounds if max_rounds is None else max_rounds
+        if metric and max_rounds > rounds and len(engines) > 1:
+            keep, retired = st.finalists(_by_round(pd.DataFrame(rows), metric), tie_margin)
+            for (backend, precision), (by, med, low, high, n) in retired.items():
+                log.info("retired %s %s: %s ratio to %s %s %.3f [%.3f, %.3f] over %d paired rounds", backend, precision,
+                         metric, by[0], by[1], med, low, high, n, extra={"console": False})
+            finals = [e for e in engines if (e["backend"], e["precision"]) in set(keep)]
+            if len(finals) > 1:
+                extra = max_rounds - rounds
+                visit_s = max(min_duration_s, min(final_duration_s, final_budget_s / (extra * len(finals))))
+                log.info("final rounds %d-%d: %s, %.2f s of tasks each per round", rounds + 1, max_rounds,
+                         ", ".join(f"{e['backend']} {e['precision']}" for e in finals), visit_s)
+                final_started = time.perf_counter()
+                common = dict(labels=labels, batch=batch, batch_size=batch_size, threads=threads, rounds=rounds,
+                              warmup=warmup, visit_s=visit_s, slice_s=slice_s, max_duration_s=max_duration_s,
+                              needed=needed, started=final_started, final_max_s=final_max_s)
+                done = _final_rounds(rows, finals, range(rounds, max_rounds), FINAL, **common)
+                log.info("final rounds of %d finalists took %.1f s", len(finals), time.perf_counter() - final_started)
+                if done and extra_rounds > 0:
+                    # Sequential step: when a finalist looks slower than the reference by more than the tie margin
+                    # but its interval still reaches 1, every finalist gets extra rounds (all of them: the decision
+                    # may compare with another finalist tied with this reference, e.g. when a budget drops it).
+                    table = _by_round(pd.DataFrame(rows), metric)
+                    best, open_ = st.undecided(table[[(e["backend"], e["precision"]) for e in finals]], tie_margin)
+                    if open_:
+                        log.info("extra rounds %d-%d: %s undecided against %s %s (ratio above 1 + tie_margin, interval "
+                                 "reaching 1)", max_rounds + 1, max_rounds + extra_rounds,
+                                 ", ".join(f"{b} {q}" for b, q in open_), best[0], best[1])
+                        _final_rounds(rows, finals, range(max_rounds, max_rounds + extra_rounds), EXTRA, **common)
+                        log.info("final and extra rounds took %.1f s", time.perf_counter() - final_started)
+            else:
+                log.info("%d finalists after %d rounds (%s): no final rounds", len(keep), rounds,
+                         ", ".join(f"{b} {q}" for b, q in keep))
+        frame = pd.DataFrame(rows)
+        # Provenance names the job's backend ('runoff'); each row keeps the backend of its engine.
+        written = with_provenance(frame, provenance).assign(backend=frame["backend"].to_numpy())
+        write_parquet(written, out_path)
+        return written
 
 
 def _final_rounds(rows: list, engines: list[dict], round_indices, phase: str, labels: dict, batch: np.ndarray,
