@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     print(decision_markdown(decision, budgets), end="")
     chosen = decision[decision["chosen"]] if len(decision) else pd.DataFrame()
     for _, row in chosen.iterrows():
-        if row.get("tie_note"):
-            print(f"\n{row['model']} on {row['device']}: {row['tie_note']}", file=sys.stderr)
+        for note in (row.get("tie_note"), row.get("machine_note")):
+            if note:
+                print(f"\n{row['model']} on {row['device']}: {note}", file=sys.stderr)
     return 0
 
 
@@ -165,7 +166,7 @@ FORMATS = ("md", "json", "csv")
 KEY_COLUMNS = ["device", "dataset", "input_size", "model", "backend", "precision", "chosen", "feasible", "rank",
                "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms",
                "top1_percent", "drop_points", "drop_ci_low_points", "drop_ci_high_points", "engine_mb",
-               "throughput_images_per_s", "rejection", "tie", "tie_note", "tie_broken_by"]
+               "throughput_images_per_s", "rejection", "tie", "tie_note", "tie_broken_by", "machine_note"]
 
 
 class StrictParser(argparse.ArgumentParser):

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.decision.ties import break_ties, broken_by
+from workflow_scripts.decision.ties import break_ties, broken_by, machine_note
 from workflow_scripts.decision.budgets import (  # noqa: F401 (re-exported: the decision's public names)
     ENGINE,
     GROUP,
@@ -186,7 +186,7 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
     """One row per candidate engine: feasible, chosen, rank among the feasible, and every rejection reason."""
     engines = engine_table(tables)
     columns = list(engines.columns) + ["feasible", "chosen", "rank", "rejection", "notes", "tie", "tie_note",
-                                       "tie_broken_by", "pareto", "objective", "budgets"]
+                                       "tie_broken_by", "machine_note", "pareto", "objective", "budgets"]
     if not len(engines):
         return pd.DataFrame(columns=columns)
     broken, notes = zip(*(check(row, budgets) for _, row in engines.iterrows()))
@@ -197,6 +197,7 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
     engines["chosen"] = False
     engines["tie"] = False
     engines["tie_note"] = ""
+    engines["machine_note"] = ""
     engines["tie_broken_by"] = ""
     objective_column = OBJECTIVES[budgets.objective][0]
     runoff = tables.get("runoff")
@@ -208,6 +209,7 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
         engines.loc[ranked.index, "rank"] = np.arange(1, len(ranked) + 1)
         tied, chosen, note = break_ties(ranked, budgets.objective, runoff, dict(zip(GROUP, key)), budgets.tie_margin)
         engines.loc[chosen, "chosen"] = True
+        engines.loc[chosen, "machine_note"] = machine_note(runoff, dict(zip(GROUP, key)))
         if len(tied) > 1:
             engines.loc[tied, "tie"] = True
             engines.loc[chosen, "tie_note"] = note

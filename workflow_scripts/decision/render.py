@@ -137,7 +137,7 @@ def answers(decision: pd.DataFrame) -> list[dict]:
         label = f"{model} on {dataset}" + (f" {size} px" if several_sizes else "") + \
             (f" ({device})" if several_devices else "")
         item = {"device": device, "dataset": dataset, "input_size": size, "model": model, "deploy": "",
-                "backend": "", "precision": "", "tie": ""}
+                "backend": "", "precision": "", "tie": "", "machine": ""}
         chosen = group[group["chosen"].astype(bool)]
         if len(chosen):
             row = chosen.iloc[0]
@@ -159,6 +159,7 @@ def answers(decision: pd.DataFrame) -> list[dict]:
                 by = row.get("tie_broken_by") or "the next objectives"
                 item["tie"] = (f"tie within measurement noise with {', '.join(others)} (cannot be told apart at 95%); "
                                f"broken by {by}")
+            item["machine"] = str(row.get("machine_note") or "")
         elif group["feasible"].astype(bool).any():
             item["line"] = (f"{label}: no engine ranked — {OBJECTIVES[objective][0]} is unknown for every engine "
                             "within budget")
@@ -175,8 +176,9 @@ def answer_markdown(decision: pd.DataFrame) -> list[str]:
     lines = []
     for item in answers(decision):
         lines.append(f"- {item['line']}")
-        if item["tie"]:
-            lines.append(f"  - {item['tie']}")
+        for note in (item["tie"], item["machine"]):
+            if note:
+                lines.append(f"  - {note}")
     return lines
 
 
@@ -258,6 +260,8 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
                 if row.get("tie_note"):
                     body = row["tie_note"].removeprefix("tie within measurement noise: ")
                     lines += [f"**Tie within measurement noise**: {body}.", ""]
+                if row.get("machine_note"):
+                    lines += [f"**The machine**: {row['machine_note']}.", ""]
                 lines.append(f"**Deploy {_engine_name(row)}**: p99 {interval_text(row, 'p99')} ms, "
                              f"p50 {interval_text(row, 'p50')} ms ({row.get('latency_source', 'single run')}), "
                              f"{_num(row['engine_mb'])} MB, "

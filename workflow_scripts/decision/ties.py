@@ -51,6 +51,41 @@ def _rounds_of(runoff: pd.DataFrame | None, group: dict, column: str) -> pd.Data
     return part.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
 
 
+def _rounds_text(labels: list) -> str:
+    names = [str(int(r) + 1) for r in labels]  # rows count rounds from 0; people from 1
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def machine_note(runoff: pd.DataFrame | None, group: dict) -> str:
+    """'' or what a slow period of the machine did to the group's runoff: the rounds in which every engine
+    ran at least :data:`statistics.SLOW_ROUND_FACTOR` times its median over rounds (the median over engines),
+    how much slower, and the steal and other processes' CPU seen in them (none seen: the host, out of the
+    VM's sight). Paired by round, a slowdown common to all engines cancels; a tail it changes does not."""
+    medians = _rounds_of(runoff, group, "latency_median_ms")
+    if len(medians.columns) < 2:
+        return ""
+    slow = st.slow_rounds(medians)
+    if not slow:
+        return ""
+    rows = runoff
+    for key, value in group.items():
+        if key in rows.columns:
+            rows = rows[rows[key].astype(str) == str(value)]
+    in_slow = rows[rows["round"].isin(list(slow))]
+    steal = pd.to_numeric(in_slow.get("cpu_steal_percent"), errors="coerce").mean()
+    other = pd.to_numeric(in_slow.get("other_processes_cores"), errors="coerce").mean()
+    seen = (f"steal {steal:.0f}%, other processes {other:.1f} cores" if np.isfinite(steal) and np.isfinite(other)
+            else "steal and other load not recorded")
+    if np.isfinite(steal) and np.isfinite(other) and steal < 1 and other < 0.2:
+        seen = "no steal or other process seen in the VM, so the host"
+    factors = sorted(slow.values())
+    spread = f"{factors[0]:.1f}x" if factors[-1] - factors[0] < 0.05 else f"{factors[0]:.1f}-{factors[-1]:.1f}x"
+    return (f"the machine slowed down in rounds {_rounds_text(sorted(slow))} of {len(medians)}: every engine ran "
+            f"{spread} its usual median ({seen}); paired by round a common slowdown cancels, but a tail that "
+            "changes with the machine's state does not, so a quieter run may answer otherwise (rerun the runoff: "
+            "snakemake --cores 2 --forcerun benchmark_latency_runoff)")
+
+
 def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFrame, margin: float) -> tuple[bool, str]:
     """(slower, how): whether ``other`` is shown slower than ``best`` at 95%, and the evidence in words."""
     value, low, high = POINT[objective]

@@ -260,8 +260,9 @@ def answer_rst(decision: pd.DataFrame) -> str:
     lines = []
     for item in items:
         lines.append(f"- {_rst_escape(item['line'])}")
-        if item["tie"]:
-            lines += ["", f"  - {_rst_escape(item['tie'])}", ""]
+        for note in (item["tie"], item["machine"]):
+            if note:
+                lines += ["", f"  - {_rst_escape(note)}", ""]
     budgets = budgets_of(decision)
     if budgets is not None:
         lines += ["", f"Budgets: {_rst_escape(budgets.describe())}."]

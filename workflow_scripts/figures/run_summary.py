@@ -77,8 +77,9 @@ def answer_block(decision: pd.DataFrame | None) -> list[str]:
         lines += textwrap.wrap(f"budgets: {budgets.describe()}", WIDTH, subsequent_indent="    ")
     for item in answers(decision):
         lines.append(item["line"])  # one line each, never wrapped
-        if item["tie"]:
-            lines += textwrap.wrap(item["tie"], WIDTH, initial_indent="    ", subsequent_indent="      ")
+        for note in (item["tie"], item["machine"]):
+            if note:
+                lines += textwrap.wrap(note, WIDTH, initial_indent="    ", subsequent_indent="      ")
     for note in test_set_notes(decision, budgets):
         lines += textwrap.wrap("test set " + _plain(note), WIDTH, subsequent_indent="    ")
     return lines

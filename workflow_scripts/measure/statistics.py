@@ -284,6 +284,29 @@ def undecided(rounds: pd.DataFrame, margin: float) -> tuple[object, list]:
     return best, out
 
 
+# A round whose engines ran, in the median over engines, at least this many times their own median over rounds
+# was a slow period of the machine (the VM's slow phase: every engine ~2x), not of one engine.
+SLOW_ROUND_FACTOR = 1.5
+
+
+def round_slowdown(rounds: pd.DataFrame) -> pd.Series:
+    """Per round (index), how much slower than usual every engine measured in it ran: the median over the
+    round's engines of (engine's value in the round / its median over rounds). NaN where fewer than two engines
+    were measured (one engine's own spread is not the machine's). ``rounds``: rounds x engines, e.g. medians."""
+    values = rounds.apply(pd.to_numeric, errors="coerce")
+    usual = values.median()
+    relative = values / usual.where(usual > 0)
+    factor = relative.median(axis=1, skipna=True)
+    return factor.where(relative.notna().sum(axis=1) >= 2)
+
+
+def slow_rounds(rounds: pd.DataFrame, factor: float = SLOW_ROUND_FACTOR) -> dict:
+    """The rounds (round label -> slowdown) in which every engine measured ran at least ``factor`` times slower
+    than its median over rounds, in the median over engines (:func:`round_slowdown`)."""
+    slowdown = round_slowdown(rounds)
+    return {r: float(v) for r, v in slowdown.items() if np.isfinite(v) and v >= factor}
+
+
 def _ratio_of_medians(a, b, axis=-1):
     return np.median(a, axis=axis) / np.median(b, axis=axis)
 
