@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 24's check: re-measure the latency runoff N times on a finished run (a copy of it; the original
 # is never written) and print each rerun's decision per model (the chosen engine and the named tie set),
-# and the runoff's own time per model from its job log. Only the runoff and what follows it rerun
+# the machine's slow rounds when the decision saw any, and the runoff's own time per model from its job log. Only the runoff and what follows it rerun
 # (--rerun-triggers mtime: edits to other rules' code or params do not remeasure the latency stage).
 #   bash benchmarks/decision_stability.sh RESULTS_DIR [N=5] [CONFIGFILE=config/quickstart.yaml]
 set -euo pipefail
@@ -18,7 +18,8 @@ for i in $(seq 1 "$n"); do
         --forcerun benchmark_latency_runoff --until decide --rerun-triggers mtime --quiet all >"$work/rerun$i.log" 2>&1
     cp "$work/results/summary/decision.md" "$work/decision$i.md"
     echo "== rerun $i ($(( $(date +%s) - start )) s, load $(cut -d' ' -f1-3 /proc/loadavg))"
-    grep -E '^### |^\*\*(Deploy|Tie)' "$work/decision$i.md" | sed -E 's/(\*\*Deploy [^*]*\*\*).*/\1/; s/ cannot be told apart.*//'
+    grep -E '^### |^\*\*(Deploy|Tie|The machine)' "$work/decision$i.md" |
+        sed -E 's/(\*\*Deploy [^*]*\*\*).*/\1/; s/ cannot be told apart.*//; s/(its usual median \([^)]*\)).*/\1/'
     # The runoff's own time per model: base rounds, the finalists, their final rounds and any extra rounds (job logs).
     for f in "$work"/results/logs/benchmark_latency_runoff/*/*/*.log; do
         cp "$f" "$work/rerun$i.$(basename "$f")"

@@ -52,6 +52,8 @@ def test_machine_note_names_the_rounds_the_slowdown_and_what_the_vm_saw():
     assert "steal 30%" in ties.machine_note(stolen, GROUP)
     assert ties.machine_note(runoff_rows({("litert", "fp32"): [1.0] * 6, ("litert", "int8"): [0.5] * 6}), GROUP) == ""
     assert ties.machine_note(None, GROUP) == ""
+    once = runoff_rows({("litert", "fp32"): [1.0, 1.0, 2.4, 1.0, 1.0, 1.0], ("litert", "int8"): [0.5, 0.5, 1.2, 0.5, 0.5, 0.5]})
+    assert "slowed down in round 3 of 6: every engine ran 2.4x" in ties.machine_note(once, GROUP)
 
 
 def test_the_decision_says_when_the_machine_slowed_down_during_the_runoff(tmp_path):

@@ -80,7 +80,8 @@ def machine_note(runoff: pd.DataFrame | None, group: dict) -> str:
         seen = "no steal or other process seen in the VM, so the host"
     factors = sorted(slow.values())
     spread = f"{factors[0]:.1f}x" if factors[-1] - factors[0] < 0.05 else f"{factors[0]:.1f}-{factors[-1]:.1f}x"
-    return (f"the machine slowed down in rounds {_rounds_text(sorted(slow))} of {len(medians)}: every engine ran "
+    return (f"the machine slowed down in round{'s' if len(slow) > 1 else ''} {_rounds_text(sorted(slow))} of "
+            f"{len(medians)}: every engine ran "
             f"{spread} its usual median ({seen}); paired by round a common slowdown cancels, but a tail that "
             "changes with the machine's state does not, so a quieter run may answer otherwise (rerun the runoff: "
             "snakemake --cores 2 --forcerun benchmark_latency_runoff)")
