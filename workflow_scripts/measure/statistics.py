@@ -228,6 +228,13 @@ def paired_best(rounds: pd.DataFrame, start, margin: float, engines: list | None
     return current
 
 
+def _reference(rounds: pd.DataFrame, margin: float):
+    """The engines of a rounds x engines table and the reference of their comparisons (:func:`paired_best` from
+    the lowest median over rounds; None below two engines)."""
+    engines = list(rounds.columns)
+    return engines, (paired_best(rounds, rounds.median().idxmin(), margin) if len(engines) >= 2 else None)
+
+
 def finalists(rounds: pd.DataFrame, margin: float) -> tuple[list, dict]:
     """(finalists, retired) of a rounds x engines table, by the rule of :func:`workflow_scripts.decision.ties.break_ties`
     made stricter: an engine is retired when the best (lowest median over rounds) is shown faster at 95%, or
@@ -237,10 +244,9 @@ def finalists(rounds: pd.DataFrame, margin: float) -> tuple[list, dict]:
     a few rounds that happened to favour the other by a hair (two identical LiteRT engines measured 1.011-1.443
     of each other over six rounds on a 2-core VM, median 1.054). ``retired`` maps it to (the faster engine, the
     ratio's median, low, high, rounds). The finalists keep the table's column order."""
-    engines = list(rounds.columns)
-    if len(engines) < 2:
+    engines, best = _reference(rounds, margin)
+    if best is None:
         return engines, {}
-    best = paired_best(rounds, rounds.median().idxmin(), margin)
     retired: dict = {}
 
     def clearly_slower(by, other, candidates=None):
@@ -270,10 +276,9 @@ def undecided(rounds: pd.DataFrame, margin: float) -> tuple[object, list]:
     exceeds 1 + ``margin`` (it looks slower by more than the tie margin) while the 95% interval still
     reaches 1 (not shown slower). More rounds settle these; an engine whose ratio is within the margin is
     a tie whatever the rounds, and one shown slower is out."""
-    engines = list(rounds.columns)
-    if len(engines) < 2:
+    engines, best = _reference(rounds, margin)
+    if best is None:
         return (engines[0] if engines else None), []
-    best = paired_best(rounds, rounds.median().idxmin(), margin)
     out = []
     for other in engines:
         if other == best:

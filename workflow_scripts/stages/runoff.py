@@ -196,7 +196,8 @@ def final_round(engines: list[dict], batch: np.ndarray, threads: int, warmup: in
     slices of about ``slice_s`` of task time visited in turn (A B C A B C ...; :data:`SWITCH_WARMUP`
     tasks discarded after each switch) until every engine has ``visit_s`` of task time and ``needed``
     tasks, bounded by ``max_duration_s`` of wall time per engine. One row per engine: its pooled tasks'
-    median and p99 (wall clock around ``Runner.run``), and the round's CPU noise (shared: interleaved)."""
+    median and p99 (wall clock around ``Runner.run``), and the round's CPU noise (shared: interleaved). The
+    caller labels the rows' ``phase`` (final or extra)."""
     clock = clock or CLOCK
     runners, load_s = [], []
     try:
@@ -252,8 +253,7 @@ def final_round(engines: list[dict], batch: np.ndarray, threads: int, warmup: in
                      "latency_p99_supported": summary["latency_p99_supported"],
                      "latency_iqr_ratio": summary["latency_iqr_ratio"],
                      "measured_duration_s": summary["measured_duration_s"], **timing_columns(np.asarray(x), None),
-                     **noise.result, "high_variation": noisy, "noise_reason": reason, "phase": FINAL,
-                     "slices": turns})
+                     **noise.result, "high_variation": noisy, "noise_reason": reason, "slices": turns})
     return rows
 
 
