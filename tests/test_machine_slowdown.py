@@ -50,6 +50,8 @@ def test_machine_note_names_the_rounds_the_slowdown_and_what_the_vm_saw():
     assert "rounds 3 and 5 of 6" in note and "2.0-2.4x" in note and "so the host" in note
     stolen = frame.assign(cpu_steal_percent=frame["round"].map({2: 30.0, 4: 30.0}).fillna(0.0))
     assert "steal 30%" in ties.machine_note(stolen, GROUP)
+    unrecorded = frame.drop(columns=["cpu_steal_percent", "other_processes_cores"])  # an older runoff table
+    assert "steal and other load not recorded" in ties.machine_note(unrecorded, GROUP)
     assert ties.machine_note(runoff_rows({("litert", "fp32"): [1.0] * 6, ("litert", "int8"): [0.5] * 6}), GROUP) == ""
     assert ties.machine_note(None, GROUP) == ""
     once = runoff_rows({("litert", "fp32"): [1.0, 1.0, 2.4, 1.0, 1.0, 1.0], ("litert", "int8"): [0.5, 0.5, 1.2, 0.5, 0.5, 0.5]})
