@@ -136,6 +136,11 @@ def _benchmark_app_request(xml: Path, shape: list[int], threads: int, precision:
     return request
 
 
+def alternating(pair: tuple, index: int) -> tuple:
+    """``pair`` in even rounds or blocks, reversed in odd ones, so drift and position hit both sides alike."""
+    return pair if index % 2 == 0 else pair[::-1]
+
+
 def _sync_loop(request, tasks: int, warmup: int = 5) -> np.ndarray:
     """benchmark.py's sync_inference: ``request.infer(); times.append(request.latency)`` (seconds)."""
     times = []
@@ -157,7 +162,7 @@ def loop_ratio(xml: Path, shape: list[int], threads: int, precision: str, rounds
     ours, theirs = [], []
     try:
         for block in range(rounds):
-            for which in ((0, 1) if block % 2 == 0 else (1, 0)):
+            for which in alternating((0, 1), block):
                 if which == 0:
                     ours.append(measure(runner.run, batch, 5, tasks, 0,
                                         runtime_timer=getattr(runner, "runtime_latency_s", None)))
@@ -180,7 +185,7 @@ def input_type_effect(xml: Path, shape: list[int], threads: int, precision: str,
     requests = {kind: _benchmark_app_request(xml, shape, threads, precision, kind, batch) for kind in ("f32", "u8")}
     times: dict = {"f32": [], "u8": []}
     for block in range(blocks):
-        for kind in (("f32", "u8") if block % 2 == 0 else ("u8", "f32")):
+        for kind in alternating(("f32", "u8"), block):
             times[kind].append(_sync_loop(requests[kind], tasks))
     ratio, low, high = st.rounds_interval([np.median(a) / np.median(b) for a, b in zip(times["f32"], times["u8"])])
     return (float(np.median(np.concatenate(times["f32"])) * 1e3), float(np.median(np.concatenate(times["u8"])) * 1e3),
@@ -230,8 +235,7 @@ def main() -> None:
         precision = applied_precision(xml, args.threads)
         mine, walls, theirs, clocks = [], [], [], set()
         for r in range(args.rounds):
-            order = (0, 1) if r % 2 == 0 else (1, 0)
-            for which in order:
+            for which in alternating((0, 1), r):
                 if which == 0:
                     median, wall, clock = ours(xml, shape, args.threads, args.seconds,
                                                fresh_process=not args.ours_in_this_process)

@@ -38,14 +38,19 @@ POINT = {"latency": ("p99_ms", "p99_ci_low_ms", "p99_ci_high_ms"), "p50": ("p50_
 NEXT = (("engine_mb", True, "size", "MB"), ("top1_percent", False, "accuracy", "% top-1"))
 
 
-def _rounds_of(runoff: pd.DataFrame | None, group: dict, column: str) -> pd.DataFrame:
-    if runoff is None or not len(runoff) or column not in runoff.columns:
-        return pd.DataFrame()
+def _group_rows(runoff: pd.DataFrame, group: dict) -> pd.DataFrame:
+    """The runoff rows of one (device, dataset, input size, model) group (keys the table lacks are ignored)."""
     mask = pd.Series(True, index=runoff.index)
     for key, value in group.items():
         if key in runoff.columns:
             mask &= runoff[key].astype(str) == str(value)
-    part = runoff[mask]
+    return runoff[mask]
+
+
+def _rounds_of(runoff: pd.DataFrame | None, group: dict, column: str) -> pd.DataFrame:
+    if runoff is None or not len(runoff) or column not in runoff.columns:
+        return pd.DataFrame()
+    part = _group_rows(runoff, group)
     if not len(part):
         return pd.DataFrame()
     return part.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
@@ -67,10 +72,7 @@ def machine_note(runoff: pd.DataFrame | None, group: dict) -> str:
     slow = st.slow_rounds(medians)
     if not slow:
         return ""
-    rows = runoff
-    for key, value in group.items():
-        if key in rows.columns:
-            rows = rows[rows[key].astype(str) == str(value)]
+    rows = _group_rows(runoff, group)
     in_slow = rows[rows["round"].isin(list(slow))]
     steal = pd.to_numeric(in_slow.get("cpu_steal_percent"), errors="coerce").mean()
     other = pd.to_numeric(in_slow.get("other_processes_cores"), errors="coerce").mean()
