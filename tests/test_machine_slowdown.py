@@ -48,6 +48,7 @@ def test_machine_note_names_the_rounds_the_slowdown_and_what_the_vm_saw():
                          ("litert", "int8"): [0.5, 0.5, 1.2, 0.5, 1.0, 0.5]})
     note = ties.machine_note(frame, GROUP)
     assert "rounds 3 and 5 of 6" in note and "2.0-2.4x" in note and "so the host" in note
+    assert "--configfile CONFIG --forcerun benchmark_latency_runoff" in note  # without it the full study is planned
     stolen = frame.assign(cpu_steal_percent=frame["round"].map({2: 30.0, 4: 30.0}).fillna(0.0))
     assert "steal 30%" in ties.machine_note(stolen, GROUP)
     unrecorded = frame.drop(columns=["cpu_steal_percent", "other_processes_cores"])  # an older runoff table

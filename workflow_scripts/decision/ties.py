@@ -85,8 +85,8 @@ def machine_note(runoff: pd.DataFrame | None, group: dict) -> str:
     return (f"the machine slowed down in round{'s' if len(slow) > 1 else ''} {_rounds_text(sorted(slow))} of "
             f"{len(medians)}: every engine ran "
             f"{spread} its usual median ({seen}); paired by round a common slowdown cancels, but a tail that "
-            "changes with the machine's state does not, so a quieter run may answer otherwise (rerun the runoff: "
-            "snakemake --cores 2 --forcerun benchmark_latency_runoff)")
+            "changes with the machine's state does not, so a quieter run may answer otherwise (rerun the runoff "
+            "with the run's config file: snakemake --cores 2 --configfile CONFIG --forcerun benchmark_latency_runoff)")
 
 
 def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFrame, margin: float) -> tuple[bool, str]:
