@@ -172,6 +172,25 @@ def test_training_subset_per_model_narrows_to_the_rows_model_and_reads_from_the_
         validate_config({**BASE, "train": {"max_images": {"Lite0": 100}}})
 
 
+def test_epochs_per_model_narrow_to_the_rows_model():
+    """train.epochs may be a per-model mapping (config/quickstart.yaml trains DenseNet169 5 epochs, the
+    rest 8): each model's training job and rows see only its own count; no entry and no default is 10."""
+    from workflow_scripts.core.config import coerce_cli_values, comparable_settings
+
+    raw = {**BASE, "models": ["MobileNetV3Small", "DenseNet169"],
+           "train": {"epochs": {"DenseNet169": "5", "default": "8"}}}
+    coerce_cli_values(raw)  # what --config 'train={epochs: {...}}' hands over
+    config = validate_config(raw)
+    found = {m: comparable_settings(config, stage="train_model", model=m)["train"]["epochs"] for m in config["models"]}
+    assert found == {"MobileNetV3Small": 8, "DenseNet169": 5}
+    no_default = validate_config({**BASE, "train": {"epochs": {"DenseNet169": 5}}})
+    assert comparable_settings(no_default, stage="train_model", model="MobileNetV3Small")["train"]["epochs"] == 10
+    with pytest.raises(ConfigError, match="'train.epochs' maps \\['DenseNet121'\\]"):
+        validate_config({**BASE, "train": {"epochs": {"DenseNet121": 5}}})
+    with pytest.raises(ConfigError, match="epochs"):
+        validate_config({**BASE, "train": {"epochs": {"DenseNet169": 0}}})
+
+
 def test_a_training_subset_is_stratified_and_seeded():
     import numpy as np
 

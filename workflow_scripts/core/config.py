@@ -248,7 +248,7 @@ def _plain(value):
 # Dotted config keys a mapping may give per model ({<model>: value, default: value}), with the value a
 # model without an entry and no default gets. Each job and each row sees only its model's entry
 # (comparable_settings), and the summary compares them within a model (settings_check).
-PER_MODEL = {"weights": "none", "train.max_images": 0}
+PER_MODEL = {"weights": "none", "train.max_images": 0, "train.epochs": 10}
 
 
 def _dotted(config: dict, key: str):
