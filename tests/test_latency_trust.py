@@ -148,6 +148,35 @@ def test_between_round_intervals_and_ratio_paired_by_round():
     assert out.loc["int8", "latency_median_vs_fp32_rounds_ci_high"] == pytest.approx(0.5)
 
 
+def test_the_noise_flag_describes_the_measurement_the_latency_comes_from():
+    """Where the runoff ran, the decision's latency is its median over rounds, so its 'noisy' flag and reason
+    are the rounds' (median over rounds of each round's IQR/median), not the single run's; elsewhere the
+    single run's. The figures flag the value they draw the same way."""
+    from workflow_scripts.figures.plots import ratio_from_rounds, rounds_per_image
+
+    frame = runoff_rows({("ort", "fp32"): [1.0] * 6, ("ort", "int8"): [0.5] * 6})
+    frame.loc[frame["precision"] == "int8", "latency_iqr_ratio"] = [0.3, 0.3, 0.05, 0.4, 0.2, 0.3]
+    stats_ = runoff.round_statistics(frame).set_index("precision")
+    assert not stats_.loc["fp32", "runoff_high_variation"]
+    assert stats_.loc["int8", "runoff_high_variation"]
+    assert stats_.loc["int8", "runoff_noise_reason"].startswith("IQR/median 0.30 > 0.10")
+    single = pd.DataFrame([{"device": "cpu", "dataset": "digits", "input_size": 32, "model": model, "backend": "ort",
+                            "precision": precision, "latency_median_ms": 1.0, "latency_p99_ms": 2.0,
+                            "high_variation": noisy, "noise_reason": f"single run {noisy}", "valid": True}
+                           for model in ("M", "N") for precision, noisy in (("fp32", True), ("int8", False))])
+    latency = runoff.merge_round_statistics(single, frame)  # the runoff measured model M only
+    engines = dm.engine_table({"latency": latency}).set_index(["model", "precision"])
+    assert not engines.loc[("M", "fp32"), "high_variation"]  # the single run was noisy, the rounds were not
+    assert engines.loc[("M", "int8"), "high_variation"]
+    assert engines.loc[("M", "int8"), "noise_reason"].startswith("IQR/median 0.30 > 0.10")
+    assert engines.loc[("N", "fp32"), "high_variation"] and engines.loc[("N", "fp32"), "noise_reason"] == "single run True"
+    assert not engines.loc[("N", "int8"), "high_variation"]
+    drawn = rounds_per_image(latency).set_index(["model", "precision"])["high_variation"]
+    assert drawn.to_dict() == {("M", "fp32"): False, ("M", "int8"): True, ("N", "fp32"): True, ("N", "int8"): False}
+    ratio = ratio_from_rounds(latency).set_index(["model", "precision"])["high_variation"]
+    assert ratio[("M", "fp32")] == False and ratio[("N", "fp32")] == True  # noqa: E712
+
+
 def test_runoff_rows_keep_their_engines_backend_and_unlabelled_rows_are_left_out(tmp_path):
     frame = runoff_rows({("litert", "fp32"): [1.0] * 6, ("openvino", "fp32"): [2.0] * 6})
     written = frame.assign(backend="runoff")  # what the job's provenance column would overwrite

@@ -93,7 +93,10 @@ def engine_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     out["latency_source"] = np.where(runoff, rounds.astype(str) + " interleaved rounds", "single run")
     out["tasks"] = pd.to_numeric(_column(latency, "latency_samples", np.nan), errors="coerce")
     out["p99_note"] = _column(latency, "latency_p99_note", "").fillna("").astype(str)
-    out["noise_reason"] = _column(latency, "noise_reason", "").fillna("").astype(str)
+    # The noise flag and its reason describe the measurement the latency values come from: the runoff's
+    # rounds where it ran (the median over rounds of each round's IQR/median), else the single run.
+    out["noise_reason"] = _column(latency, "runoff_noise_reason", "").astype("object").fillna("").astype(str).where(
+        runoff, _column(latency, "noise_reason", "").fillna("").astype(str))
     out["throughput_images_per_s"] = _column(latency, "throughput_images_per_s")
     out["engine_mb"] = _column(latency, "engine_mb")
     out["rss_peak_mb"] = _column(latency, "rss_mb_peak")
@@ -102,7 +105,8 @@ def engine_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         .fillna("").astype(str)
     out["valid"] = _column(latency, "valid", True).fillna(True).astype(bool)
     out["fp32_valid"] = _column(latency, "fp32_valid", True).astype("object").fillna(True).astype(bool)
-    out["high_variation"] = _column(latency, "high_variation", False).fillna(False).astype(bool)
+    out["high_variation"] = _column(latency, "runoff_high_variation", False).astype("object").fillna(False) \
+        .astype(bool).where(runoff, _column(latency, "high_variation", False).fillna(False).astype(bool))
     out["latency_cv"] = _column(latency, "latency_cv")
     accuracy = tables.get("accuracy", pd.DataFrame())
     acc_cols = {"top1_accuracy": "top1", "top1_ci_low": "top1_low", "top1_ci_high": "top1_high",

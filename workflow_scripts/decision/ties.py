@@ -53,7 +53,7 @@ def _rounds_of(runoff: pd.DataFrame | None, group: dict, column: str) -> pd.Data
     part = _group_rows(runoff, group)
     if not len(part):
         return pd.DataFrame()
-    return part.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
+    return st.by_round(part, column)
 
 
 def _rounds_text(labels: list) -> str:

@@ -38,16 +38,28 @@ from workflow_scripts.figures.plots_compression import fig_compression_time, fig
 from workflow_scripts.figures.plots_decision import fig_int8_tradeoff, fig_pareto
 
 
+def _variation_of_source(frame: pd.DataFrame, across: pd.Series) -> pd.Series:
+    """high_variation of the measurement a drawn value comes from: the runoff's (median over its rounds of each
+    round's IQR/median) where the value is the rounds', else the single run's."""
+    single = frame["high_variation"].astype("object").fillna(False).astype(bool) \
+        if "high_variation" in frame.columns else pd.Series(False, index=frame.index)
+    if "runoff_high_variation" not in frame.columns:
+        return single
+    rounds = frame["runoff_high_variation"].astype("object").fillna(False).astype(bool)
+    return rounds.where(across.notna(), single)
+
+
 def rounds_per_image(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with per_image_ms and its CI: the runoff's median over rounds where it ran (else the single
-    run's median, without an interval), divided by the batch size."""
+    run's median, without an interval), divided by the batch size, and that measurement's noise flag."""
     if not len(frame):
         return frame.assign(per_image_ms=[], per_image_ci_low_ms=[], per_image_ci_high_ms=[])
-    batch = pd.to_numeric(frame.get("batch_size", 1), errors="coerce").fillna(1)
     nan = pd.Series(np.nan, index=frame.index)
+    batch = pd.to_numeric(frame.get("batch_size", nan), errors="coerce").fillna(1)
     across = pd.to_numeric(frame.get("latency_median_rounds_ms", nan), errors="coerce")
     single = pd.to_numeric(frame["latency_median_ms"], errors="coerce")
     return frame.assign(
+        high_variation=_variation_of_source(frame, across),
         per_image_ms=across.where(across.notna(), single) / batch,
         per_image_ci_low_ms=pd.to_numeric(frame.get("latency_median_rounds_ci_low_ms", nan), errors="coerce") / batch,
         per_image_ci_high_ms=pd.to_numeric(frame.get("latency_median_rounds_ci_high_ms", nan), errors="coerce") / batch)
@@ -55,11 +67,11 @@ def rounds_per_image(frame: pd.DataFrame) -> pd.DataFrame:
 
 def ratio_from_rounds(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with ratio (median / FP32) and its CI paired by the runoff's rounds where it ran (else the
-    single runs' ratio, without an interval)."""
+    single runs' ratio, without an interval), and that measurement's noise flag."""
     nan = pd.Series(np.nan, index=frame.index)
     across = pd.to_numeric(frame.get("latency_median_vs_fp32_rounds", nan), errors="coerce")
     single = pd.to_numeric(frame.get("latency_median_vs_fp32", nan), errors="coerce")
-    return frame.assign(ratio=across.where(across.notna(), single),
+    return frame.assign(high_variation=_variation_of_source(frame, across), ratio=across.where(across.notna(), single),
                         ratio_ci_low=pd.to_numeric(frame.get("latency_median_vs_fp32_rounds_ci_low", nan),
                                                    errors="coerce"),
                         ratio_ci_high=pd.to_numeric(frame.get("latency_median_vs_fp32_rounds_ci_high", nan),

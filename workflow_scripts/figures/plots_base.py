@@ -27,7 +27,8 @@ from workflow_scripts.core.registry import MODELS, PRECISIONS
 PRECISION_ORDER = ["keras", *PRECISIONS]
 QUANTIZED = [p for p in PRECISIONS if p != "fp32"]
 INVALID_NOTE = "hatched //: invalid latency run (valid = False) or invalid FP32 reference"
-VARIATION_NOTE = "dotted ..: noisy run (IQR/median of task latency > 0.10; the tables say why)"
+VARIATION_NOTE = ("dotted ..: noisy measurement (IQR/median of task latency > 0.10; over the runoff's rounds, "
+                  "their median; the tables say why)")
 NO_GPU_NOTE = "GPU data absent"
 INVALID_HATCH, VARIATION_HATCH = "//", ".."
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

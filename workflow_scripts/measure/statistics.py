@@ -168,6 +168,12 @@ def robust_dispersion(samples_ms) -> float:
     return float((q3 - q1) / median) if median > 0 else float("nan")
 
 
+def by_round(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rounds x engines table of ``column`` of runoff rows (engines as (backend, precision) columns): what the
+    paired comparisons below take."""
+    return frame.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
+
+
 def rounds_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Median of per-round values and the order-statistic CI of that median (NaN below 6 rounds at 95%)."""
     x = np.asarray(values, dtype=float)

@@ -131,7 +131,7 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
         metric = st.RUNOFF_METRIC.get(objective)
         max_rounds = rounds if max_rounds is None else max_rounds
         if metric and max_rounds > rounds and len(engines) > 1:
-            keep, retired = st.finalists(_by_round(pd.DataFrame(rows), metric), tie_margin)
+            keep, retired = st.finalists(st.by_round(pd.DataFrame(rows), metric), tie_margin)
             for (backend, precision), (by, med, low, high, n) in retired.items():
                 log.info("retired %s %s: %s ratio to %s %s %.3f [%.3f, %.3f] over %d paired rounds", backend, precision,
                          metric, by[0], by[1], med, low, high, n, extra={"console": False})
@@ -151,7 +151,7 @@ def run_runoff(engines: list[dict], data_dir: str | Path, batch_size: int, threa
                     # Sequential step: when a finalist looks slower than the reference by more than the tie margin
                     # but its interval still reaches 1, every finalist gets extra rounds (all of them: the decision
                     # may compare with another finalist tied with this reference, e.g. when a budget drops it).
-                    table = _by_round(pd.DataFrame(rows), metric)
+                    table = st.by_round(pd.DataFrame(rows), metric)
                     best, open_ = st.undecided(table[[(e["backend"], e["precision"]) for e in finals]], tie_margin)
                     if open_:
                         log.info("extra rounds %d-%d: %s undecided against %s %s (ratio above 1 + tie_margin, interval "
@@ -257,28 +257,26 @@ def final_round(engines: list[dict], batch: np.ndarray, threads: int, warmup: in
     return rows
 
 
-def _by_round(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Rounds x engines table of ``column`` (engines as (backend, precision) columns)."""
-    return frame.pivot_table(index="round", columns=["backend", "precision"], values=column, aggfunc="first")
-
-
 ROUND_COLUMNS = ["rounds", "latency_median_rounds_ms", "latency_median_rounds_ci_low_ms",
                  "latency_median_rounds_ci_high_ms", "latency_p99_rounds_ms", "latency_p99_rounds_ci_low_ms",
                  "latency_p99_rounds_ci_high_ms", "latency_median_vs_fp32_rounds",
                  "latency_median_vs_fp32_rounds_ci_low", "latency_median_vs_fp32_rounds_ci_high",
-                 "runoff_cpu_steal_percent_mean", "runoff_other_processes_cores_mean", "runoff_noise_reason"]
+                 "runoff_cpu_steal_percent_mean", "runoff_other_processes_cores_mean", "runoff_high_variation",
+                 "runoff_noise_reason"]
 
 
 def round_statistics(runoff: pd.DataFrame) -> pd.DataFrame:
     """Per engine: rounds, the median over rounds of its median and p99 with their order-statistic 95% CIs,
-    its median / the same backend's FP32 median paired by round (median ratio and CI), and the noise seen."""
+    its median / the same backend's FP32 median paired by round (median ratio and CI), and the noise seen:
+    ``runoff_high_variation`` when the median over rounds of each round's IQR/median exceeds 0.10, with the
+    steal and other processes' CPU of its rounds in ``runoff_noise_reason``."""
     if not len(runoff):
         return pd.DataFrame(columns=ENGINE_KEYS + ROUND_COLUMNS)
     group_keys = [k for k in ("device", "dataset", "input_size", "model") if k in runoff.columns]
     rows = []
     for key, model_rows in runoff.groupby(group_keys, dropna=False, sort=False):
-        medians = _by_round(model_rows, "latency_median_ms")
-        p99s = _by_round(model_rows, "latency_p99_ms")
+        medians = st.by_round(model_rows, "latency_median_ms")
+        p99s = st.by_round(model_rows, "latency_p99_ms")
         for (backend, precision), column in medians.items():
             med, med_low, med_high = st.rounds_interval(column)
             p99, p99_low, p99_high = st.rounds_interval(p99s[(backend, precision)]) \
@@ -298,19 +296,10 @@ def round_statistics(runoff: pd.DataFrame) -> pd.DataFrame:
                          "latency_p99_rounds_ci_low_ms": p99_low, "latency_p99_rounds_ci_high_ms": p99_high,
                          "latency_median_vs_fp32_rounds": ratio[0], "latency_median_vs_fp32_rounds_ci_low": ratio[1],
                          "latency_median_vs_fp32_rounds_ci_high": ratio[2], "runoff_cpu_steal_percent_mean": steal,
-                         "runoff_other_processes_cores_mean": other,
+                         "runoff_other_processes_cores_mean": other, "runoff_high_variation": noisy,
                          "runoff_noise_reason": reason + (f"; median spread over rounds {spread:.0%}"
                                                           if np.isfinite(spread) else "")})
     return pd.DataFrame(rows)
-
-
-def paired_rounds(runoff: pd.DataFrame, group: dict, column: str) -> pd.DataFrame:
-    """Rounds x engines of ``column`` for one (device, dataset, [input_size,] model) group."""
-    mask = pd.Series(True, index=runoff.index)
-    for key, value in group.items():
-        if key in runoff.columns:
-            mask &= runoff[key] == value
-    return _by_round(runoff[mask], column) if mask.any() else pd.DataFrame()
 
 
 RUNOFF_FILE = "latency_runoff.parquet"
@@ -375,5 +364,6 @@ def merge_round_statistics(latency: pd.DataFrame, runoff: pd.DataFrame) -> pd.Da
         if column not in out.columns:
             out[column] = np.nan
     out["rounds"] = pd.to_numeric(out["rounds"], errors="coerce").fillna(0).astype(int)
+    out["runoff_high_variation"] = out["runoff_high_variation"].astype("object").fillna(False).astype(bool)
     out["runoff_noise_reason"] = out["runoff_noise_reason"].astype("object").fillna("no runoff")
     return out
