@@ -15,6 +15,7 @@ import pytest
 
 from tests.test_decision import write_quickstart_like
 from workflow_scripts.decision import decide as dm
+from workflow_scripts.decision import render
 from workflow_scripts.figures import report_html
 from workflow_scripts.figures import run_summary
 from workflow_scripts.core.progress import Progress
@@ -40,7 +41,7 @@ def decided(summary_dir, tmp_path_factory):
 
 def test_one_answer_line_per_model_with_intervals_and_size(decided):
     _, decision, _ = decided
-    items = dm.answers(decision)
+    items = render.answers(decision)
     assert [i["model"] for i in items] == list(dict.fromkeys(decision["model"]))
     for item in items:
         assert ANSWER.match(item["line"]), item["line"]
@@ -52,7 +53,7 @@ def test_decision_md_opens_with_the_answer_and_states_the_test_set(decided):
     out, decision, _ = decided
     text = (out / "decision.md").read_text()
     assert text.index("## The answer") < text.index("Budgets:") < text.index("## intel-xeon-processor")
-    for item in dm.answers(decision):
+    for item in render.answers(decision):
         assert f"- {item['line']}" in text
     # 200 synthetic test images: one image is half a point; a 1-point budget is two images' worth.
     assert "digits: 200 test images: one image = 0.5 point; the drop budget of 1 points is 2.0 images' worth" in text
@@ -61,7 +62,7 @@ def test_decision_md_opens_with_the_answer_and_states_the_test_set(decided):
 
 def test_a_budget_below_two_images_worth_is_warned_about(decided):
     _, decision, _ = decided
-    notes = dm.test_set_notes(decision, dm.Budgets(max_drop_points=0.6))
+    notes = render.test_set_notes(decision, dm.Budgets(max_drop_points=0.6))
     assert len(notes) == 1 and "1.2 images' worth" in notes[0]
     assert "Warning: the budget is below two test images' worth (1 points)" in notes[0]
     assert "decision.max_drop_points" in notes[0]
@@ -83,12 +84,12 @@ def _decision_frame(tie: bool) -> pd.DataFrame:
 
 
 def test_a_tie_says_with_whom_and_how_it_was_broken():
-    item = dm.answers(_decision_frame(tie=True))[0]
+    item = render.answers(_decision_frame(tie=True))[0]
     assert item["line"].startswith("MobileNetV3Small on digits: deploy litert int8 — p99 0.27 ms [0.25, 0.29], "
                                    "top-1 drop +0.37 [-0.74, +1.48] points, 1.1 MB")
     assert item["tie"] == ("tie within measurement noise with litert fp16 (cannot be told apart at 95%); "
                            "broken by size (1.1 MB)")
-    assert dm.answers(_decision_frame(tie=False))[0]["tie"] == ""
+    assert render.answers(_decision_frame(tie=False))[0]["tie"] == ""
 
 
 def test_the_decision_records_what_broke_a_tie(summary_dir):

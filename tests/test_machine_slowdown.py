@@ -13,6 +13,7 @@ import pytest
 from tests.test_decision import write_quickstart_like
 from tests.test_latency_trust import runoff_rows
 from workflow_scripts.decision import decide as dm
+from workflow_scripts.decision import render
 from workflow_scripts.decision import ties
 from workflow_scripts.measure import statistics as st
 
@@ -73,6 +74,6 @@ def test_the_decision_says_when_the_machine_slowed_down_during_the_runoff(tmp_pa
     assert "rounds 2 and 4 of 6" in chosen.loc["DenseNet169", "machine_note"]
     assert chosen.loc["MobileNetV3Small", "machine_note"] == ""
     assert "**The machine**: the machine slowed down in rounds 2 and 4" in dm.decision_markdown(decision, budgets)
-    answer = {item["model"]: item for item in dm.answers(decision)}
+    answer = {item["model"]: item for item in render.answers(decision)}
     assert answer["DenseNet169"]["machine"].startswith("the machine slowed down")
-    assert "  - the machine slowed down" in "\n".join(dm.answer_markdown(decision))
+    assert "  - the machine slowed down" in "\n".join(render.answer_markdown(decision))

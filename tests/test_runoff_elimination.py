@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from workflow_scripts.decision import ties
+from workflow_scripts.measure import statistics as st
 from workflow_scripts.stages import runoff
 
 
@@ -26,13 +27,13 @@ def test_paired_test_tolerates_discordant_rounds_only_with_more_rounds():
     # at 12 rounds ([3rd, 10th]) two discordant rounds still leave it wholly above 1.
     best6 = pd.Series([1.0] * 6)
     other6 = pd.Series([1.25] * 5 + [0.9])
-    assert not ties.paired_slower(best6, other6, 0.05)[0]
+    assert not st.paired_slower(best6, other6, 0.05)[0]
     best12 = pd.Series([1.0] * 12)
     other12 = pd.Series([1.25] * 10 + [0.9, 0.8])
-    slower, med, low, high, n = ties.paired_slower(best12, other12, 0.05)
+    slower, med, low, high, n = st.paired_slower(best12, other12, 0.05)
     assert slower and n == 12 and low == pytest.approx(1.25)
     # Wholly above 1 but within the margin: not slower.
-    assert not ties.paired_slower(best12, pd.Series([1.03] * 12), 0.05)[0]
+    assert not st.paired_slower(best12, pd.Series([1.03] * 12), 0.05)[0]
 
 
 def test_finalists_retire_engines_another_engine_is_shown_faster_than():
@@ -40,7 +41,7 @@ def test_finalists_retire_engines_another_engine_is_shown_faster_than():
                           ("litert", "fp16"): [1.05, 1.0, 1.0, 0.95, 1.1, 1.02],  # tied with fp32
                           ("litert", "int8"): [1.3, 1.4, 1.2, 1.3, 1.5, 1.3],  # slower than the best
                           ("openvino", "fp32"): [3.0, 3.1, 2.9, 3.0, 3.2, 3.0]})
-    keep, retired = ties.finalists(table, margin=0.05)
+    keep, retired = st.finalists(table, margin=0.05)
     assert keep == [("litert", "fp32"), ("litert", "fp16")]
     assert set(retired) == {("litert", "int8"), ("openvino", "fp32")}
     by, med, low, high, n = retired[("litert", "int8")]
@@ -72,7 +73,7 @@ def test_a_candidate_slower_than_a_tied_candidate_is_not_in_the_tie_set():
     # where C straddles 1, and named C in the tie set.
     tied, chosen, note = break_ties_on(spiky_best(12))
     assert tied == ["A", "B"] and chosen == "B" and "litert C" not in note
-    assert ties.finalists(rounds_table(spiky_best(12)), 0.05)[0] == [("litert", "A"), ("litert", "B")]
+    assert st.finalists(rounds_table(spiky_best(12)), 0.05)[0] == [("litert", "A"), ("litert", "B")]
 
 
 def test_comparisons_beyond_the_best_are_at_a_bonferroni_level():
@@ -80,15 +81,15 @@ def test_comparisons_beyond_the_best_are_at_a_bonferroni_level():
     # 3 candidates (97.5%: [2nd, 11th]); against the best (A) it straddles 1. So C stays in the tie set.
     p99 = spiky_best(12)
     p99[("litert", "C")] = [1.2] * 10 + [0.9, 0.9]
-    assert ties.secondary_confidence(3, 12) == pytest.approx(0.975)
-    assert ties.paired_slower(pd.Series(p99[("litert", "B")]), pd.Series(p99[("litert", "C")]), 0.05)[0]
+    assert st.secondary_confidence(3, 12) == pytest.approx(0.975)
+    assert st.paired_slower(pd.Series(p99[("litert", "B")]), pd.Series(p99[("litert", "C")]), 0.05)[0]
     tied, _, _ = break_ties_on(p99)
     assert tied == ["A", "B", "C"]
     # Six rounds cannot reach 97.5%: the test is then 'slower in every round' (96.9%), the one that retired an
     # engine after the runoff's base rounds, so the decision keeps it out as the runoff did.
-    assert ties.secondary_confidence(3, 6) == pytest.approx(1 - 2 / 64)
+    assert st.secondary_confidence(3, 6) == pytest.approx(1 - 2 / 64)
     assert break_ties_on(spiky_best(6))[0] == ["A", "B"]
-    assert ties.finalists(rounds_table(spiky_best(6)), 0.05)[0] == [("litert", "A"), ("litert", "B")]
+    assert st.finalists(rounds_table(spiky_best(6)), 0.05)[0] == [("litert", "A"), ("litert", "B")]
 
 
 def test_the_best_by_point_value_shown_slower_paired_by_round_is_not_the_reference():
@@ -104,7 +105,7 @@ def test_the_best_by_point_value_shown_slower_paired_by_round_is_not_the_referen
     tied, chosen, note = ties.break_ties(ranked, "latency", pd.DataFrame(rows), group, margin=0.05)
     assert tied == [1] and chosen == 1 and note == ""
     table = rounds_table({("litert", p): v for p, v in p99.items()})
-    assert ties.finalists(table, 0.05)[0] == [("litert", "B")]
+    assert st.finalists(table, 0.05)[0] == [("litert", "B")]
 
 
 class FakeClock:
@@ -211,7 +212,7 @@ def test_undecided_is_a_finalist_that_looks_slower_by_more_than_the_margin_but_i
     # With six more rounds in which it is 1.2x, it is shown slower (18 rounds: [5th, 14th]).
     longer = rounds_table({k: v + [v[0]] * 6 for k, v in table.to_dict("list").items()})
     assert runoff.st.undecided(longer, 0.05)[1] == []
-    assert ties.paired_slower(longer[("litert", "best")], longer[("litert", "border")], 0.05)[0]
+    assert st.paired_slower(longer[("litert", "best")], longer[("litert", "border")], 0.05)[0]
 
 
 def test_extra_rounds_run_only_while_a_finalist_is_undecided(fake_engines, tmp_path, monkeypatch):
@@ -240,13 +241,13 @@ def test_extra_rounds_run_only_while_a_finalist_is_undecided(fake_engines, tmp_p
     assert sorted(set(extra["round"])) == [9, 10, 11]
     assert set(extra["precision"]) == {"fast", "twin", "border"} and len(extra) == 9
     rounds = out.pivot_table(index="round", columns=["backend", "precision"], values="latency_p99_ms")
-    assert ties.paired_slower(rounds[("fake", "fast")], rounds[("fake", "border")], 0.05)[0]
+    assert st.paired_slower(rounds[("fake", "fast")], rounds[("fake", "border")], 0.05)[0]
     # Without extra rounds it stays a finalist nobody can tell apart from the best.
     visits.update(fast=0, twin=0, border=0)
     plain = runoff.run_runoff(engines, tmp_path, extra_rounds=0, **kwargs)
     assert "extra" not in set(plain["phase"])
     rounds = plain.pivot_table(index="round", columns=["backend", "precision"], values="latency_p99_ms")
-    assert not ties.paired_slower(rounds[("fake", "fast")], rounds[("fake", "border")], 0.05)[0]
+    assert not st.paired_slower(rounds[("fake", "fast")], rounds[("fake", "border")], 0.05)[0]
 
 
 def test_an_engine_slower_by_a_hair_in_every_base_round_is_not_retired():
@@ -256,6 +257,6 @@ def test_an_engine_slower_by_a_hair_in_every_base_round_is_not_retired():
     table = rounds_table({("litert", "fp16"): [1.0] * 6,
                           ("litert", "fp32"): [1.443, 1.354, 1.018, 1.053, 1.056, 1.011],
                           ("litert", "int8"): [1.355, 1.282, 1.202, 1.076, 1.332, 1.269]})
-    keep, retired = ties.finalists(table, 0.05)
+    keep, retired = st.finalists(table, 0.05)
     assert keep == [("litert", "fp16"), ("litert", "fp32")] and list(retired) == [("litert", "int8")]
-    assert ties.paired_slower(table[("litert", "fp16")], table[("litert", "fp32")], 0.05)[0]
+    assert st.paired_slower(table[("litert", "fp16")], table[("litert", "fp32")], 0.05)[0]

@@ -44,17 +44,7 @@ from workflow_scripts.decision.budgets import (  # noqa: F401 (re-exported: the 
     TIE_BREAKERS,
     Budgets,
 )
-from workflow_scripts.decision.render import (  # noqa: F401 (re-exported)
-    answer_markdown,
-    answers,
-    budgets_of,
-    decision_markdown,
-    drop_text,
-    flags_text,
-    interval_text,
-    signed_drop_text,
-    test_set_notes,
-)
+from workflow_scripts.decision.render import decision_markdown
 
 
 def _column(frame: pd.DataFrame, name: str, default=np.nan) -> pd.Series:

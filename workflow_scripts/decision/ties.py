@@ -31,7 +31,7 @@ import pandas as pd
 
 from workflow_scripts.measure import statistics as st
 # The paired test by round, also used by the runoff (stages, below decision) to retire engines.
-from workflow_scripts.measure.statistics import finalists, paired_best, paired_slower, secondary_confidence  # noqa: F401
+from workflow_scripts.measure.statistics import paired_best, paired_slower
 
 RUNOFF_METRIC = st.RUNOFF_METRIC
 POINT = {"latency": ("p99_ms", "p99_ci_low_ms", "p99_ci_high_ms"), "p50": ("p50_ms", "p50_ci_low_ms", "p50_ci_high_ms")}

@@ -4,7 +4,7 @@ Per engine: median (p50) and p99 task latency with their 95% intervals (between 
 runoff ran, else over one run's tasks), the tasks and rounds behind them, throughput, engine size,
 top-1 with its drop versus FP32 and the drop's paired 95% interval, and the measurement flags; per
 model, a tie within measurement noise and how the decision broke it. The **answer** (the engine the
-decision chose per model, in one line: :func:`workflow_scripts.decision.decide.answers`) closes the printed
+decision chose per model, in one line: :func:`workflow_scripts.decision.render.answers`) closes the printed
 text, so it is the last screen of a run, and opens ``summary.md``. Written to
 ``results/summary/summary.md`` by rule ``run_summary`` (rules/decide.smk) and printed by the
 Snakefile's ``onsuccess:`` handler through :func:`print_run_summary`. Tables are laid out by tabulate.
