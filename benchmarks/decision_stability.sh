@@ -17,6 +17,8 @@ for i in $(seq 1 "$n"); do
     snakemake --cores 2 --configfile "$configfile" --config results_dir="$work/results" \
         --forcerun benchmark_latency_runoff --until decide --rerun-triggers mtime --quiet all >"$work/rerun$i.log" 2>&1
     cp "$work/results/summary/decision.md" "$work/decision$i.md"
+    # Each rerun's rounds, to decide again offline (e.g. under another rule or budgets).
+    cp "$work/results/summary/runoff.parquet" "$work/runoff$i.parquet"
     echo "== rerun $i ($(( $(date +%s) - start )) s, load $(cut -d' ' -f1-3 /proc/loadavg))"
     grep -E '^### |^\*\*(Deploy|Tie|The machine)' "$work/decision$i.md" |
         sed -E 's/(\*\*Deploy [^*]*\*\*).*/\1/; s/ cannot be told apart.*//; s/(its usual median \([^)]*\)).*/\1/'

@@ -19,7 +19,8 @@ Budgets (all optional; ``None`` means not constrained):
 
 Objectives (``objective``): ``latency`` (lowest p99, the default), ``p50`` (lowest median),
 ``throughput``, ``size`` (smallest engine), ``accuracy`` (highest top-1), ``memory`` (lowest peak
-RSS), ``energy``. Ties fall to the next objectives in the fixed order latency, size, accuracy.
+RSS), ``energy``. A tie within measurement noise on a latency objective is narrowed by the other latency
+percentile (the median for p99), then falls to size, then accuracy (:mod:`workflow_scripts.decision.ties`).
 
 :func:`decide` returns one row per candidate; :func:`decision_markdown` renders it. The CLI
 ``python -m workflow_scripts.cli results/summary --p99-ms 5 --max-drop 1.0`` answers ad-hoc
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.decision.ties import break_ties, broken_by, machine_note
+from workflow_scripts.decision.ties import break_ties, machine_note
 from workflow_scripts.decision.budgets import (  # noqa: F401 (re-exported: the decision's public names)
     ENGINE,
     GROUP,
@@ -201,13 +202,13 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
             continue
         ranked = _rank(ok, budgets.objective)
         engines.loc[ranked.index, "rank"] = np.arange(1, len(ranked) + 1)
-        tied, chosen, note = break_ties(ranked, budgets.objective, runoff, dict(zip(GROUP, key)), budgets.tie_margin)
-        engines.loc[chosen, "chosen"] = True
-        engines.loc[chosen, "machine_note"] = machine_note(runoff, dict(zip(GROUP, key)))
-        if len(tied) > 1:
-            engines.loc[tied, "tie"] = True
-            engines.loc[chosen, "tie_note"] = note
-            engines.loc[chosen, "tie_broken_by"] = broken_by(ranked.loc[tied], ranked.loc[chosen])
+        tie = break_ties(ranked, budgets.objective, runoff, dict(zip(GROUP, key)), budgets.tie_margin)
+        engines.loc[tie.chosen, "chosen"] = True
+        engines.loc[tie.chosen, "machine_note"] = machine_note(runoff, dict(zip(GROUP, key)))
+        if len(tie.tied) > 1:
+            engines.loc[tie.tied, "tie"] = True
+            engines.loc[tie.chosen, "tie_note"] = tie.note
+            engines.loc[tie.chosen, "tie_broken_by"] = tie.broken_by
     no_objective = engines["feasible"] & engines["rank"].isna()
     engines.loc[no_objective, "notes"] = engines.loc[no_objective, "notes"].where(
         engines.loc[no_objective, "notes"] == "", engines.loc[no_objective, "notes"] + "; ") + \

@@ -243,8 +243,9 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
               "over rounds with distribution-free 95% intervals over rounds (the uncertainty that holds across "
               "runs); else one run's, with order-statistic intervals over its tasks. Candidates whose latency "
               f"cannot be told apart from the best at 95% (paired by round; differences under "
-              f"{100 * budgets.tie_margin:g}% count as ties) are a tie within measurement noise, decided by size, "
-              "then accuracy. A p99 needs at least 299 tasks; with fewer it is n/a.", ""]
+              f"{100 * budgets.tie_margin:g}% count as ties) are a tie within measurement noise; a member shown slower "
+              "than another on the other latency percentile (the median for p99) is not picked, then size and "
+              "accuracy decide. A p99 needs at least 299 tasks; with fewer it is n/a.", ""]
     notes = test_set_notes(decision, budgets)
     if notes:
         lines += ["Test sets behind the accuracy budget:", ""] + [f"- {n}" for n in notes] + [""]

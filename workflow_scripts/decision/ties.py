@@ -18,13 +18,21 @@ point value) is out: it cannot be the fastest, whichever of two tied engines had
 in this run. Those extra comparisons are made at a Bonferroni level (:func:`secondary_confidence`:
 5% shared over the other candidates, or slower in every round where the rounds cannot reach it), so
 that they do not leave a truly tied engine out more often.
-Among the tie set the next objectives (size, then accuracy) pick, and the decision says so.
+Among the tie set the other latency percentile speaks first (the median for a p99 objective, the p99 for a
+median one): a member shown slower on it than another member, by the same tests at the Bonferroni level
+over the tie set, does not get picked, since equal on the objective it is the slower engine all the same.
+Then the next objectives (size, then accuracy) pick, and the decision says so. Seen on the quickstart's
+MobileNetV3Small: LiteRT INT8's p99 ties FP16's when the VM is in a slow phase and is 1.3x it otherwise,
+while its median is 1.1-1.4x FP16's in every round; by size alone INT8 won whenever it tied, so the answer
+followed the machine's phase.
 
 The runoff (:func:`finalists`) uses the same paired test to retire engines after its base rounds, so
 that the finalists get more and longer rounds (docs/decision.md).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,6 +44,19 @@ from workflow_scripts.measure.statistics import paired_best, paired_slower
 RUNOFF_METRIC = st.RUNOFF_METRIC
 POINT = {"latency": ("p99_ms", "p99_ci_low_ms", "p99_ci_high_ms"), "p50": ("p50_ms", "p50_ci_low_ms", "p50_ci_high_ms")}
 NEXT = (("engine_mb", True, "size", "MB"), ("top1_percent", False, "accuracy", "% top-1"))
+# The other latency percentile of each latency objective, which narrows a tie before NEXT picks.
+OTHER_PERCENTILE = {"latency": "p50", "p50": "latency"}
+_PERCENTILE_WORDS = {"latency": "p99", "p50": "median"}
+
+
+class Tie(NamedTuple):
+    """What :func:`break_ties` decided for one group: the tie set (index labels; the first ranked alone when
+    there is no tie), the chosen label, the note ('' without a tie) and what picked it ('' without a tie)."""
+
+    tied: list
+    chosen: object
+    note: str
+    broken_by: str
 
 
 def _group_rows(runoff: pd.DataFrame, group: dict) -> pd.DataFrame:
@@ -92,7 +113,7 @@ def machine_note(runoff: pd.DataFrame | None, group: dict) -> str:
 def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFrame, margin: float) -> tuple[bool, str]:
     """(slower, how): whether ``other`` is shown slower than ``best`` at 95%, and the evidence in words."""
     value, low, high = POINT[objective]
-    name = "p99" if objective == "latency" else "median"
+    name = _PERCENTILE_WORDS[objective]
     a, b = (best["backend"], best["precision"]), (other["backend"], other["precision"])
     if len(rounds) and a in rounds and b in rounds:
         slower, med, r_low, r_high, n = paired_slower(rounds[a], rounds[b], margin)
@@ -113,6 +134,37 @@ def _paired(rounds: pd.DataFrame, by: pd.Series, other: pd.Series, margin: float
     return a in rounds and b in rounds and paired_slower(rounds[a], rounds[b], margin, candidates=candidates)[0]
 
 
+def _name(row: pd.Series) -> str:
+    return f"{row['backend']} {row['precision']}"
+
+
+def narrow_by_other_percentile(ranked: pd.DataFrame, tied: list, objective: str, runoff: pd.DataFrame | None,
+                               group: dict, margin: float) -> tuple[list, dict]:
+    """(kept, left out with the evidence) of a tie set: a member shown slower than another member on the other
+    latency percentile (:data:`OTHER_PERCENTILE`; paired by round at the Bonferroni level over the tie set,
+    else by intervals, beyond ``margin``) is left out. All are kept should every one be shown slower."""
+    other = OTHER_PERCENTILE[objective]
+    rounds = _rounds_of(runoff, group, RUNOFF_METRIC[other])
+    word = _PERCENTILE_WORDS[other]
+    out = {}
+    for label in tied:
+        row = ranked.loc[label]
+        for by in tied:
+            if by == label:
+                continue
+            a, b = (ranked.loc[by, "backend"], ranked.loc[by, "precision"]), (row["backend"], row["precision"])
+            if len(rounds) and a in rounds and b in rounds:
+                slower, med, low, high, n = paired_slower(rounds[a], rounds[b], margin, candidates=len(tied))
+                how = f"{word} ratio {med:.3f} [{low:.3f}, {high:.3f}] over {n} paired rounds"
+            else:
+                slower, how = compare(ranked.loc[by], row, other, pd.DataFrame(), margin)
+            if slower:
+                out[label] = f"{_name(row)} is slower than {_name(ranked.loc[by])} on the {word} ({how})"
+                break
+    kept = [label for label in tied if label not in out]
+    return (kept, out) if kept else (list(tied), {})
+
+
 def broken_by(members: pd.DataFrame, pick: pd.Series) -> str:
     """What picked ``pick`` among the tie set ``members``: the first of the next objectives (size, then
     accuracy) on which the members differ, with the chosen engine's value ('size (0.52 MB)')."""
@@ -124,16 +176,17 @@ def broken_by(members: pd.DataFrame, pick: pd.Series) -> str:
 
 
 def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None, group: dict,
-               margin: float) -> tuple[list, object, str]:
-    """(tie set index labels, chosen label, note) for one group's feasible candidates ranked by ``objective``.
+               margin: float) -> Tie:
+    """The :class:`Tie` of one group's feasible candidates ranked by ``objective``.
 
     Outside the latency objectives, or with one candidate, the first ranked is chosen and the note is ''.
     With the runoff's rounds the reference is :func:`paired_best` (the first ranked unless another candidate
-    is shown faster paired by round); without a tie it is chosen.
+    is shown faster paired by round); without a tie it is chosen. A tie is narrowed by the other latency
+    percentile (:func:`narrow_by_other_percentile`), then decided by size, then accuracy.
     """
     first = ranked.index[0]
     if objective not in POINT or len(ranked) < 2:
-        return [first], first, ""
+        return Tie([first], first, "", "")
     rounds = _rounds_of(runoff, group, RUNOFF_METRIC[objective])
     if len(rounds):
         keys = {(ranked.loc[i, "backend"], ranked.loc[i, "precision"]): i for i in ranked.index}
@@ -154,17 +207,22 @@ def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None
             tied.append(label)
             evidence[label] = how
     if len(tied) == 1:
-        return tied, first, ""
-    members = ranked.loc[tied]
+        return Tie(tied, first, "", "")
+    kept, left_out = narrow_by_other_percentile(ranked, tied, objective, runoff, group, margin)
+    members = ranked.loc[kept]
     keys = [c for c, _, _, _ in NEXT]
     order = members.assign(**{f"_{c}": pd.to_numeric(members[c], errors="coerce") for c in keys}).sort_values(
         [f"_{c}" for c in keys], ascending=[asc for _, asc, _, _ in NEXT], na_position="last", kind="mergesort")
     chosen = order.index[0]
     pick = ranked.loc[chosen]
     by = broken_by(members, pick)
-    names = ", ".join(f"{ranked.loc[t, 'backend']} {ranked.loc[t, 'precision']}" for t in tied)
-    detail = "; ".join(f"{ranked.loc[t, 'backend']} {ranked.loc[t, 'precision']} vs "
-                       f"{best['backend']} {best['precision']}: {evidence[t]}" for t in tied[1:])
-    note = (f"tie within measurement noise: {names} cannot be told apart at 95% ({detail}); "
-            f"chose {pick['backend']} {pick['precision']} by {by}")
-    return tied, chosen, note
+    if left_out:
+        other = OTHER_PERCENTILE[objective]
+        word = f"{_PERCENTILE_WORDS[other]} latency"
+        by = f"{word} ({pick[POINT[other][0]]:.3g} ms)" if len(kept) == 1 else f"{word}, then {by}"
+    names = ", ".join(_name(ranked.loc[t]) for t in tied)
+    detail = "; ".join(f"{_name(ranked.loc[t])} vs {_name(best)}: {evidence[t]}" for t in tied[1:])
+    narrowed = "".join(f"; {why}" for why in left_out.values())
+    note = (f"tie within measurement noise: {names} cannot be told apart at 95% ({detail}){narrowed}; "
+            f"chose {_name(pick)} by {by}")
+    return Tie(tied, chosen, note, by)
