@@ -383,3 +383,34 @@ def test_runoff_rule_measures_every_engine_in_rotated_rounds_and_feeds_the_summa
     decision = pd.read_parquet(tmp_path / "results" / "summary" / "decision.parquet")
     assert decision["chosen"].sum() == 1 and set(decision["latency_source"]) == {"6 interleaved rounds"}
     assert CELL["device"] in set(decision["device"])
+
+
+def test_redecide_stability_decides_again_from_saved_rounds_and_from_job_logs(tmp_path, capsys):
+    """benchmarks/redecide_stability.py puts each rerun's rounds (runoffN.parquet, or the per-round lines of
+    older work folders' job logs) into the copy's summary and decides again: from the same rounds, the two
+    sources give the decision the summary's own rounds give."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import redecide_stability
+
+    work = tmp_path / "decision_stability.x"
+    summary = write_quickstart_like(work / "results", flags=False, runoff=True)
+    budgets = dm.Budgets()
+    expected = dm.write_decision(summary, budgets, summary / "decision.md", summary / "decision.parquet")
+    rounds = pd.read_parquet(summary / "runoff.parquet")
+    (work / "rerun1.log").write_text("")
+    rounds.to_parquet(work / "runoff1.parquet")
+    (work / "rerun2.log").write_text("")
+    for model, part in rounds.groupby("model"):
+        lines = [f"2026-12-04 22:05:31,179 INFO workflow_scripts.stages.runoff: round {int(r['round']) + 1}/6 "
+                 f"{r['backend']} {r['precision']}: median {r['latency_median_ms']:.6f} ms, p99 "
+                 f"{r['latency_p99_ms']:.6f} ms, 299 tasks; IQR/median 0.02" for _, r in part.iterrows()]
+        (work / f"rerun2.{model}.log").write_text("\n".join(lines) + "\n")
+    records = redecide_stability.redecide(work)
+    want = {m: f"{g.iloc[0]['backend']} {g.iloc[0]['precision']}"
+            for m, g in expected[expected["chosen"].astype(bool)].groupby("model")}
+    for rerun, source in ((1, "runoff1.parquet"), (2, "job logs")):
+        got = {r["model"]: r["chosen"] for r in records if r["rerun"] == rerun}
+        assert got == want and {r["source"] for r in records if r["rerun"] == rerun} == {source}
+    redecide_stability.main([str(work)])
+    out = capsys.readouterr().out
+    assert want and all(f"{model}: {engine} 2/2" in out for model, engine in want.items())
