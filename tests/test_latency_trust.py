@@ -205,7 +205,7 @@ def test_candidates_the_rounds_cannot_tell_apart_are_a_tie_decided_by_size():
     ranked = candidates({("litert", "fp32"): 1.5, ("litert", "fp16"): 1.51, ("litert", "int8"): 2.0},
                         {("litert", "fp32"): 2.0, ("litert", "fp16"): 1.0, ("litert", "int8"): 0.5})
     group = {"device": "cpu", "dataset": "digits", "input_size": 32, "model": "M"}
-    tied, chosen, note, _ = ties.break_ties(ranked, "latency", frame, group, margin=0.0)
+    tied, chosen, note, _, _ = ties.break_ties(ranked, "latency", frame, group, margin=0.0)
     assert [ranked.loc[t, "precision"] for t in tied] == ["fp32", "fp16"]
     assert ranked.loc[chosen, "precision"] == "fp16"
     assert note.startswith("tie within measurement noise: litert fp32, litert fp16") and "by size (1 MB)" in note
@@ -247,6 +247,7 @@ def test_a_tie_on_p99_is_narrowed_by_the_median_before_size_decides():
     assert ranked.loc[tie.chosen, "precision"] == "fp16"
     assert tie.broken_by == "median latency, then size (1.97 MB)"
     assert "litert int8 is slower than litert fp16 on the median (median ratio 1.09" in tie.note
+    assert [ranked.loc[label, "precision"] for label in tie.left_out] == ["int8"]
     # Size alone, as before: INT8.
     kept, left_out = ties.narrow_by_other_percentile(ranked, tie.tied, "latency", frame.drop(
         columns="latency_median_ms"), group, 0.05)
@@ -259,10 +260,10 @@ def test_a_tie_on_p99_is_narrowed_by_the_median_before_size_decides():
 def test_without_rounds_overlapping_intervals_are_a_tie():
     ranked = candidates({("ort", "fp32"): 1.0, ("ov", "fp32"): 1.05, ("ov", "int8"): 3.0},
                         {("ort", "fp32"): 4.0, ("ov", "fp32"): 3.0, ("ov", "int8"): 1.0})
-    tied, chosen, note, _ = ties.break_ties(ranked, "latency", None, {}, margin=0.0)
+    tied, chosen, note, _, _ = ties.break_ties(ranked, "latency", None, {}, margin=0.0)
     assert len(tied) == 2 and ranked.loc[chosen, "backend"] == "ov" and "cannot be told apart" in note
     # Size as the objective: no latency tie rule, the first ranked is chosen.
-    assert ties.break_ties(ranked, "size", None, {}, 0.0) == ([0], 0, "", "")
+    assert ties.break_ties(ranked, "size", None, {}, 0.0) == ([0], 0, "", "", {})
 
 
 def test_decision_md_says_tie_and_names_the_tie_set(summary_dir):

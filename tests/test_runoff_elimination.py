@@ -63,7 +63,7 @@ def break_ties_on(p99: dict):
     ranked = pd.DataFrame([{"backend": "litert", "precision": p, "p99_ms": v, "p99_ci_low_ms": v * 0.9,
                             "p99_ci_high_ms": v * 1.1, "engine_mb": mb, "top1_percent": 90.0}
                            for p, v, mb in (("A", 1.0, 3.0), ("B", 1.01, 2.0), ("C", 1.2, 1.0))])
-    tied, chosen, note, _ = ties.break_ties(ranked, "latency", pd.DataFrame(rows), group, margin=0.05)
+    tied, chosen, note, _, _ = ties.break_ties(ranked, "latency", pd.DataFrame(rows), group, margin=0.05)
     return [ranked.loc[t, "precision"] for t in tied], ranked.loc[chosen, "precision"], note
 
 
@@ -102,7 +102,7 @@ def test_the_best_by_point_value_shown_slower_paired_by_round_is_not_the_referen
     ranked = pd.DataFrame([{"backend": "litert", "precision": p, "p99_ms": v, "p99_ci_low_ms": 1.0,
                             "p99_ci_high_ms": 12.0, "engine_mb": 1.0, "top1_percent": 90.0}
                            for p, v in (("A", 4.0), ("B", 5.0))])
-    tied, chosen, note, _ = ties.break_ties(ranked, "latency", pd.DataFrame(rows), group, margin=0.05)
+    tied, chosen, note, _, _ = ties.break_ties(ranked, "latency", pd.DataFrame(rows), group, margin=0.05)
     assert tied == [1] and chosen == 1 and note == ""
     table = rounds_table({("litert", p): v for p, v in p99.items()})
     assert st.finalists(table, 0.05)[0] == [("litert", "B")]

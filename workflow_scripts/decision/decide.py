@@ -209,6 +209,9 @@ def decide(tables: dict[str, pd.DataFrame], budgets: Budgets) -> pd.DataFrame:
             engines.loc[tie.tied, "tie"] = True
             engines.loc[tie.chosen, "tie_note"] = tie.note
             engines.loc[tie.chosen, "tie_broken_by"] = tie.broken_by
+            for label, why in tie.left_out.items():
+                note = f"in the tie, not picked: {why}"
+                engines.loc[label, "notes"] = f"{engines.loc[label, 'notes']}; {note}" if engines.loc[label, "notes"] else note
     no_objective = engines["feasible"] & engines["rank"].isna()
     engines.loc[no_objective, "notes"] = engines.loc[no_objective, "notes"].where(
         engines.loc[no_objective, "notes"] == "", engines.loc[no_objective, "notes"] + "; ") + \

@@ -51,12 +51,14 @@ _PERCENTILE_WORDS = {"latency": "p99", "p50": "median"}
 
 class Tie(NamedTuple):
     """What :func:`break_ties` decided for one group: the tie set (index labels; the first ranked alone when
-    there is no tie), the chosen label, the note ('' without a tie) and what picked it ('' without a tie)."""
+    there is no tie), the chosen label, the note ('' without a tie), what picked it ('' without a tie) and
+    the members the other latency percentile left out, each with why."""
 
     tied: list
     chosen: object
     note: str
     broken_by: str
+    left_out: dict
 
 
 def _group_rows(runoff: pd.DataFrame, group: dict) -> pd.DataFrame:
@@ -186,7 +188,7 @@ def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None
     """
     first = ranked.index[0]
     if objective not in POINT or len(ranked) < 2:
-        return Tie([first], first, "", "")
+        return Tie([first], first, "", "", {})
     rounds = _rounds_of(runoff, group, RUNOFF_METRIC[objective])
     if len(rounds):
         keys = {(ranked.loc[i, "backend"], ranked.loc[i, "precision"]): i for i in ranked.index}
@@ -207,7 +209,7 @@ def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None
             tied.append(label)
             evidence[label] = how
     if len(tied) == 1:
-        return Tie(tied, first, "", "")
+        return Tie(tied, first, "", "", {})
     kept, left_out = narrow_by_other_percentile(ranked, tied, objective, runoff, group, margin)
     members = ranked.loc[kept]
     keys = [c for c, _, _, _ in NEXT]
@@ -225,4 +227,4 @@ def break_ties(ranked: pd.DataFrame, objective: str, runoff: pd.DataFrame | None
     narrowed = "".join(f"; {why}" for why in left_out.values())
     note = (f"tie within measurement noise: {names} cannot be told apart at 95% ({detail}){narrowed}; "
             f"chose {_name(pick)} by {by}")
-    return Tie(tied, chosen, note, by)
+    return Tie(tied, chosen, note, by, left_out)
