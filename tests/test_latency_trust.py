@@ -279,6 +279,9 @@ def test_decision_md_says_tie_and_names_the_tie_set(summary_dir):
     assert chosen["tie_note"].str.startswith("tie within measurement noise").all()
     text = dm.decision_markdown(decision, budgets)
     assert "**Tie within measurement noise**" in text and "tied with the chosen engine" in text
+    assert "ties broken by the median latency (paired by round), then size, accuracy." in text
+    size_first = dm.decision_markdown(decision, dm.Budgets(objective="size"))
+    assert "ties broken by latency, accuracy." in size_first  # no percentile narrows a size tie
 
 
 def test_run_summary_says_the_tie_and_shows_intervals_and_counts(summary_dir, tmp_path):

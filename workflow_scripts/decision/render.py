@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from workflow_scripts.decision.budgets import GROUP, OBJECTIVES, TIE_BREAKERS, Budgets
+from workflow_scripts.decision.ties import OTHER_PERCENTILE
 
 
 def _num(value, fmt: str = ".3g", suffix: str = "") -> str:
@@ -234,9 +235,13 @@ def decision_markdown(decision: pd.DataFrame, budgets: Budgets) -> str:
     lines = ["# Deployment decision", ""]
     if answer:
         lines += ["## The answer", ""] + answer + [""]
+    breakers = ", ".join(o for o in TIE_BREAKERS if o != budgets.objective)
+    if budgets.objective in OTHER_PERCENTILE:  # a latency tie is narrowed by the other percentile first
+        other = "median" if OTHER_PERCENTILE[budgets.objective] == "p50" else "p99"
+        breakers = f"the {other} latency (paired by round), then {breakers}"
     lines += [f"Budgets: {budgets.describe()}.  ",
               f"Objective: {budgets.objective} ({'lowest' if ascending else 'highest'} `{objective}`), "
-              f"ties broken by {', '.join(o for o in TIE_BREAKERS if o != budgets.objective)}.", "",
+              f"ties broken by {breakers}.", "",
               "Top-1 drop is against the FP32 engine of the same backend, with its paired bootstrap 95% interval "
               "in brackets. Candidates are every engine measured on the device (backend x precision).", "",
               "Latency: where the runoff measured a model's engines interleaved in rounds, p50 and p99 are medians "
