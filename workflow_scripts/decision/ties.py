@@ -112,13 +112,15 @@ def machine_note(runoff: pd.DataFrame | None, group: dict) -> str:
             "with the run's config file: snakemake --cores 2 --configfile CONFIG --forcerun benchmark_latency_runoff)")
 
 
-def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFrame, margin: float) -> tuple[bool, str]:
-    """(slower, how): whether ``other`` is shown slower than ``best`` at 95%, and the evidence in words."""
+def compare(best: pd.Series, other: pd.Series, objective: str, rounds: pd.DataFrame, margin: float,
+            candidates: int | None = None) -> tuple[bool, str]:
+    """(slower, how): whether ``other`` is shown slower than ``best`` at 95% (paired by round at the Bonferroni
+    level over ``candidates`` when given, :func:`secondary_confidence`), and the evidence in words."""
     value, low, high = POINT[objective]
     name = _PERCENTILE_WORDS[objective]
     a, b = (best["backend"], best["precision"]), (other["backend"], other["precision"])
     if len(rounds) and a in rounds and b in rounds:
-        slower, med, r_low, r_high, n = paired_slower(rounds[a], rounds[b], margin)
+        slower, med, r_low, r_high, n = paired_slower(rounds[a], rounds[b], margin, candidates=candidates)
         if np.isfinite(r_low):
             return slower, (f"{name} ratio {med:.3f} [{r_low:.3f}, {r_high:.3f}] over {n} paired rounds")
     o_low, b_high = other.get(low), best.get(high)
@@ -154,12 +156,7 @@ def narrow_by_other_percentile(ranked: pd.DataFrame, tied: list, objective: str,
         for by in tied:
             if by == label:
                 continue
-            a, b = (ranked.loc[by, "backend"], ranked.loc[by, "precision"]), (row["backend"], row["precision"])
-            if len(rounds) and a in rounds and b in rounds:
-                slower, med, low, high, n = paired_slower(rounds[a], rounds[b], margin, candidates=len(tied))
-                how = f"{word} ratio {med:.3f} [{low:.3f}, {high:.3f}] over {n} paired rounds"
-            else:
-                slower, how = compare(ranked.loc[by], row, other, pd.DataFrame(), margin)
+            slower, how = compare(ranked.loc[by], row, other, rounds, margin, candidates=len(tied))
             if slower:
                 out[label] = f"{_name(row)} is slower than {_name(ranked.loc[by])} on the {word} ({how})"
                 break
